@@ -1,0 +1,103 @@
+//! gRPC channels over mutual TLS.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::Uri;
+use hyper_util::rt::TokioIo;
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::TlsError;
+
+/// HTTP/2 and connection settings of a channel.
+#[derive(Debug, Clone, Copy)]
+pub struct ChannelSettings {
+    /// Time allowed for TCP connect plus TLS handshake.
+    pub connect_timeout: Duration,
+}
+
+impl Default for ChannelSettings {
+    fn default() -> Self {
+        ChannelSettings {
+            connect_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// A channel to `endpoint` (`https://host:port`) that connects lazily, on first use, and
+/// reconnects after a failure. Calls on it fail with UNAVAILABLE while the peer is unreachable.
+pub fn channel(
+    endpoint: &str,
+    config: Arc<ClientConfig>,
+    settings: ChannelSettings,
+) -> Result<Channel, TlsError> {
+    let invalid = |reason: &str| TlsError::Endpoint {
+        endpoint: endpoint.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let uri: Uri = endpoint.parse().map_err(|_| invalid("not a URI"))?;
+    if uri.scheme_str() != Some("https") {
+        return Err(invalid("the scheme must be https"));
+    }
+    if uri.host().is_none() || uri.port_u16().is_none() {
+        return Err(invalid("host and port are required"));
+    }
+    let endpoint = Endpoint::from(uri)
+        .connect_timeout(settings.connect_timeout)
+        .http2_adaptive_window(true);
+    Ok(endpoint.connect_with_connector_lazy(MtlsConnector {
+        tls: TlsConnector::from(config),
+        timeout: settings.connect_timeout,
+    }))
+}
+
+/// Opens TCP connections and runs the client side of the TLS handshake.
+#[derive(Clone)]
+struct MtlsConnector {
+    tls: TlsConnector,
+    timeout: Duration,
+}
+
+impl tower::Service<Uri> for MtlsConnector {
+    type Response = TokioIo<TlsStream<TcpStream>>;
+    type Error = std::io::Error;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send + 'static>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let tls = self.tls.clone();
+        let timeout = self.timeout;
+        Box::pin(async move {
+            let invalid = |what| std::io::Error::new(std::io::ErrorKind::InvalidInput, what);
+            let host = uri.host().ok_or_else(|| invalid("no host"))?;
+            let port = uri.port_u16().ok_or_else(|| invalid("no port"))?;
+            // Bracketed IPv6 literals come back from `Uri::host` with their brackets.
+            let host = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned();
+            let name = ServerName::try_from(host.clone()).map_err(|_| invalid("bad host"))?;
+            let connect = async {
+                let tcp = TcpStream::connect((host.as_str(), port)).await?;
+                tcp.set_nodelay(true)?;
+                tls.connect(name, tcp).await
+            };
+            let stream = tokio::time::timeout(timeout, connect).await.map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+            })??;
+            Ok(TokioIo::new(stream))
+        })
+    }
+}

@@ -1,0 +1,165 @@
+//! The TLS accept loop.
+//!
+//! Handshakes run concurrently, each in its own task, bounded in number and in time, so a client
+//! that opens a connection and stalls the handshake cannot hold up anyone else. Completed
+//! connections are handed to tonic tagged with a [`PeerInfo`]; the identity is read once per
+//! connection, not per request.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use rustls::ServerConfig;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::Connected;
+
+use crate::identity::PeerInfo;
+
+/// Limits of the accept loop.
+#[derive(Debug, Clone, Copy)]
+pub struct AcceptLimits {
+    /// A handshake not finished in this time is dropped.
+    pub handshake_timeout: Duration,
+    /// At most this many handshakes run at once; further connections wait to be accepted.
+    pub max_pending_handshakes: usize,
+}
+
+impl Default for AcceptLimits {
+    fn default() -> Self {
+        AcceptLimits {
+            handshake_timeout: Duration::from_secs(5),
+            max_pending_handshakes: 512,
+        }
+    }
+}
+
+/// A TLS connection with the peer's identity, as tonic consumes it.
+#[derive(Debug)]
+pub struct TlsConn {
+    stream: TlsStream<TcpStream>,
+    peer: Arc<PeerInfo>,
+}
+
+impl Connected for TlsConn {
+    type ConnectInfo = Arc<PeerInfo>;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.peer.clone()
+    }
+}
+
+impl AsyncRead for TlsConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// The server's TLS configuration, swappable while serving (certificate rotation).
+pub type SharedServerConfig = Arc<ArcSwap<ServerConfig>>;
+
+/// Accepts TCP connections on `listener`, runs the TLS handshakes, and yields the established
+/// connections for `tonic::transport::Server::serve_with_incoming`.
+///
+/// A failed or timed-out handshake is logged at debug level and dropped; it never ends the loop.
+pub fn incoming(
+    listener: TcpListener,
+    config: SharedServerConfig,
+    limits: AcceptLimits,
+) -> ReceiverStream<Result<TlsConn, io::Error>> {
+    let (tx, rx) = mpsc::channel(limits.max_pending_handshakes.max(1));
+    let permits = Arc::new(Semaphore::new(limits.max_pending_handshakes.max(1)));
+    tokio::spawn(async move {
+        loop {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return;
+            };
+            let (tcp, remote) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Typically EMFILE: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            if tx.is_closed() {
+                return;
+            }
+            let _ = tcp.set_nodelay(true);
+            let acceptor = TlsAcceptor::from(config.load_full());
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let handshake =
+                    tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp));
+                let stream = match handshake.await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(error)) => {
+                        tracing::debug!(%remote, %error, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%remote, "TLS handshake timed out");
+                        return;
+                    }
+                };
+                drop(permit);
+                let peer =
+                    PeerInfo::from_chain(stream.get_ref().1.peer_certificates(), Some(remote));
+                let _ = tx
+                    .send(Ok(TlsConn {
+                        stream,
+                        peer: Arc::new(peer),
+                    }))
+                    .await;
+            });
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+/// Wraps a configuration for [`incoming`].
+pub fn shared(config: ServerConfig) -> SharedServerConfig {
+    Arc::new(ArcSwap::from_pointee(config))
+}
