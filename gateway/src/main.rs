@@ -1,1 +1,5 @@
-fn main() {}
+//! The `isnad` command: see `isnad --help`.
+
+fn main() -> std::process::ExitCode {
+    isnad_gateway::cli::main()
+}

@@ -1,0 +1,219 @@
+//! `isnad demo`: a housing grant application through a temporary sample federation, step by
+//! step. The demo checks what it shows: every requested field comes back either released or
+//! withheld with a reason, nothing unrequested is released, and refusals carry reason codes.
+//! Any deviation exits non-zero.
+
+use std::collections::HashSet;
+use std::io::BufRead;
+use std::path::Path;
+use std::process::ExitCode;
+
+use isnad_proto::v1::AttributesRequest;
+use isnad_proto::v1::exchange_client::ExchangeClient;
+use tonic::transport::Channel;
+
+use super::query::{connect, print_response};
+
+/// One request of the scenario.
+struct Ask {
+    title: &'static str,
+    consumer: &'static str,
+    dataset: &'static str,
+    purpose: &'static str,
+    fields: &'static [&'static str],
+    /// Whether the whole request is expected to be refused.
+    refused: bool,
+}
+
+const SCENARIO: &[Ask] = &[
+    Ask {
+        title: "Who is the applicant? The identity register answers",
+        consumer: "housing-programme",
+        dataset: "identity.person",
+        purpose: "housing-grant",
+        fields: &[
+            "full_name_en",
+            "full_name_ar",
+            "date_of_birth",
+            "nationality",
+            "emirate",
+            "mobile",
+            "id_card_expiry",
+        ],
+        refused: false,
+    },
+    Ask {
+        title: "How large is the household? The family book answers",
+        consumer: "housing-programme",
+        dataset: "civil.family",
+        purpose: "housing-grant",
+        fields: &[
+            "marital_status",
+            "family_book_number",
+            "children_count",
+            "children",
+            "spouse_subject",
+        ],
+        refused: false,
+    },
+    Ask {
+        title: "What does the household earn? The labour ministry answers",
+        consumer: "housing-programme",
+        dataset: "labour.employment",
+        purpose: "housing-grant",
+        fields: &[
+            "employed",
+            "monthly_salary_aed",
+            "employer_name",
+            "occupation",
+        ],
+        refused: false,
+    },
+    Ask {
+        title: "The same data for another purpose is refused",
+        consumer: "housing-programme",
+        dataset: "civil.family",
+        purpose: "newborn-registration",
+        fields: &["marital_status"],
+        refused: true,
+    },
+    Ask {
+        title: "An agency without a rule for a dataset gets nothing from it",
+        consumer: "health-authority",
+        dataset: "labour.employment",
+        purpose: "newborn-registration",
+        fields: &["monthly_salary_aed"],
+        refused: true,
+    },
+];
+
+pub(crate) async fn run(federation: &Path) -> anyhow::Result<ExitCode> {
+    let dir = tempfile_dir()?;
+    let running = super::up::start(&dir, federation, "127.0.0.1:0".parse()?).await?;
+    let applicant = first_subject(&federation.join("records/identity.person.jsonl"))?;
+
+    println!("isnad demo: a housing grant application, where the citizen is asked once");
+    println!("=========================================================================");
+    println!(
+        "A sample federation is running in {}:",
+        running.dir.display()
+    );
+    println!("  gateway https://{}", running.gateway);
+    for (agency, addr) in &running.providers {
+        println!("  {agency} https://{addr}");
+    }
+    println!();
+    println!("Applicant {applicant} applies to the housing programme for a housing grant.");
+    println!("Instead of asking for documents, the programme asks isnad for what the rules let it");
+    println!("see. isnad asks each provider only for the fields the policy releases.");
+
+    let mut problems = Vec::new();
+    let (mut released, mut withheld, mut refused) = (0, 0, 0);
+    for (step, ask) in SCENARIO.iter().enumerate() {
+        println!();
+        println!("Step {}. {}", step + 1, ask.title);
+        println!(
+            "  {} asks {} for {}: {}",
+            ask.consumer,
+            ask.dataset,
+            ask.purpose,
+            ask.fields.join(", ")
+        );
+        let mut client: ExchangeClient<Channel> = connect(&running.dir, ask.consumer, None).await?;
+        let request = AttributesRequest {
+            subject: applicant.clone(),
+            dataset: ask.dataset.into(),
+            fields: ask.fields.iter().map(|f| (*f).to_owned()).collect(),
+            purpose: ask.purpose.into(),
+            request_id: format!("demo-{}", step + 1),
+            ..Default::default()
+        };
+        match client.get_attributes(request).await {
+            Ok(response) => {
+                let response = response.into_inner();
+                print_response(&response);
+                released += response.attributes.len();
+                withheld += response.withheld.len();
+                if ask.refused {
+                    problems.push(format!(
+                        "step {}: expected a refusal, got an answer",
+                        step + 1
+                    ));
+                }
+                let asked: HashSet<&str> = ask.fields.iter().copied().collect();
+                let mut seen = HashSet::new();
+                for field in response
+                    .attributes
+                    .keys()
+                    .map(String::as_str)
+                    .chain(response.withheld.iter().map(|o| o.field.as_str()))
+                {
+                    if !asked.contains(field) {
+                        problems.push(format!("step {}: {field} was not asked for", step + 1));
+                    }
+                    if !seen.insert(field) {
+                        problems.push(format!("step {}: {field} reported twice", step + 1));
+                    }
+                }
+                if seen.len() != asked.len() {
+                    problems.push(format!("step {}: a field is unaccounted for", step + 1));
+                }
+                if response.withheld.iter().any(|o| o.reason.is_empty()) {
+                    problems.push(format!("step {}: a withheld field has no reason", step + 1));
+                }
+            }
+            Err(status) => {
+                let reason = isnad_proto::errors::reason(&status).unwrap_or_default();
+                println!("  refused: {:?} {reason}", status.code());
+                println!("    {}", status.message());
+                refused += 1;
+                if !ask.refused {
+                    problems.push(format!("step {}: unexpected refusal {reason}", step + 1));
+                }
+                if reason.is_empty() {
+                    problems.push(format!("step {}: the refusal has no reason code", step + 1));
+                }
+            }
+        }
+    }
+
+    println!();
+    println!(
+        "Summary: {released} fields released, {withheld} withheld with a reason, {refused} requests refused."
+    );
+    println!(
+        "Not yet in this demo: consent tokens (issue 4), the audit log and signed provenance (issue 5)."
+    );
+    running.stop().await;
+    std::fs::remove_dir_all(&dir).ok();
+    if problems.is_empty() {
+        println!("Every requested field was accounted for.");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for problem in &problems {
+            eprintln!("demo check failed: {problem}");
+        }
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("isnad-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// The applicant: the first person of the identity register.
+fn first_subject(records: &Path) -> anyhow::Result<String> {
+    let file = std::fs::File::open(records)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", records.display()))?;
+    let line = std::io::BufReader::new(file)
+        .lines()
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("{} is empty", records.display()))??;
+    let record: serde_json::Value = serde_json::from_str(&line)?;
+    record["subject"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("{}: the first record has no subject", records.display()))
+}

@@ -1,0 +1,189 @@
+//! The `isnad` command.
+
+mod certs;
+mod demo;
+mod query;
+mod show;
+mod up;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// isnad: a secure inter-agency data-sharing gateway.
+#[derive(Debug, Parser)]
+#[command(name = "isnad", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a gateway node from a configuration file (for real deployments).
+    Serve {
+        /// The gateway configuration (YAML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run the reference provider agency from a configuration file.
+    Provider {
+        /// The provider configuration (YAML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Start the sample federation locally: dev PKI, providers and a gateway, until Ctrl-C.
+    Up {
+        /// Working directory: PKI in DIR/pki, configuration files, logs.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Where the gateway listens.
+        #[arg(long, default_value = "127.0.0.1:7443")]
+        listen: SocketAddr,
+        /// The federation's policy store and records [default: deploy/local of this source tree].
+        #[arg(long)]
+        federation: Option<PathBuf>,
+    },
+    /// Run a housing grant application through a temporary sample federation, step by step.
+    Demo {
+        /// The federation's policy store and records [default: deploy/local of this source tree].
+        #[arg(long)]
+        federation: Option<PathBuf>,
+    },
+    /// Ask the gateway for attributes, as one of the identities of a local federation.
+    Query(query::QueryArgs),
+    /// Development PKI.
+    #[command(subcommand)]
+    Certs(certs::CertsCommand),
+    /// Policy store tools.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Validate a policy store; print every error with file:line:column.
+    Check {
+        /// The store: a directory with catalogue.yaml and rules/.
+        dir: PathBuf,
+    },
+}
+
+/// Runs the command line; the process exit code is its result.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let quiet = matches!(cli.command, Command::Demo { .. } | Command::Query(_));
+    init_logging(if quiet { "warn" } else { "info" });
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ISNAD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve { config } => {
+            let config = crate::config::GatewayConfig::from_file(&config)?;
+            let gateway = crate::server::Gateway::load(&config)?;
+            let listener = bind(config.listen).await?;
+            tracing::info!(listen = %listener.local_addr()?, node = %config.node, "gateway serving");
+            gateway.serve(listener, shutdown_signal()).await?;
+        }
+        Command::Provider { config } => {
+            let config = isnad_provider::ProviderConfig::from_file(&config)?;
+            let listener = bind(config.listen).await?;
+            tracing::info!(listen = %listener.local_addr()?, agency = %config.agency, "provider serving");
+            isnad_provider::serve(&config, listener, shutdown_signal()).await?;
+        }
+        Command::Up {
+            dir,
+            listen,
+            federation,
+        } => {
+            let federation = up::federation_dir(federation)?;
+            let running = up::start(&dir, &federation, listen).await?;
+            running.print_summary();
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            running.stop().await;
+        }
+        Command::Demo { federation } => {
+            let federation = up::federation_dir(federation)?;
+            return demo::run(&federation).await;
+        }
+        Command::Query(args) => return query::run(args).await,
+        Command::Certs(command) => certs::run(command)?,
+        Command::Policy(PolicyCommand::Check { dir }) => {
+            return Ok(match isnad_policy::PolicySet::load_dir(&dir) {
+                Ok(set) => {
+                    println!(
+                        "ok: {} agencies, {} datasets, {} purposes, {} rules; revision {}",
+                        set.catalogue().agencies.len(),
+                        set.catalogue().datasets.len(),
+                        set.catalogue().purposes.len(),
+                        set.rule_count(),
+                        set.revision()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(errors) => {
+                    eprint!("{errors}");
+                    ExitCode::FAILURE
+                }
+            });
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub(crate) async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,185 @@
+//! `isnad query`: a consumer client of a local federation.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use isnad_proto::v1::exchange_client::ExchangeClient;
+use isnad_proto::v1::{AttributesRequest, AttributesResponse};
+use isnad_tls::TlsFiles;
+use isnad_tls::client::ChannelSettings;
+use isnad_tls::policy::ExpectedPeer;
+use tonic::transport::Channel;
+
+use super::show;
+
+#[derive(Debug, Args)]
+pub(crate) struct QueryArgs {
+    /// The directory of `isnad up`: its PKI and gateway configuration are used.
+    #[arg(long)]
+    dir: PathBuf,
+    /// The identity to call as: a certificate name in DIR/pki, e.g. housing-programme.
+    #[arg(long = "as")]
+    as_name: String,
+    /// The subject (ID number).
+    #[arg(long)]
+    subject: String,
+    /// The dataset, e.g. identity.person.
+    #[arg(long)]
+    dataset: String,
+    /// The purpose, e.g. housing-grant.
+    #[arg(long)]
+    purpose: String,
+    /// The fields, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    fields: Vec<String>,
+    /// A consent token, when a rule asks for one.
+    #[arg(long, default_value = "")]
+    consent_token: String,
+    /// The request id [default: the gateway assigns one].
+    #[arg(long, default_value = "")]
+    request_id: String,
+    /// Deadline in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    timeout_ms: u64,
+    /// The gateway [default: the address in DIR/gateway.yaml].
+    #[arg(long)]
+    gateway: Option<SocketAddr>,
+    /// Print the response as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A client of the gateway of the local federation in `dir`, calling as `name`.
+pub(crate) async fn connect(
+    dir: &Path,
+    name: &str,
+    gateway: Option<SocketAddr>,
+) -> anyhow::Result<ExchangeClient<Channel>> {
+    let config =
+        crate::config::GatewayConfig::from_file(&dir.join("gateway.yaml")).map_err(|e| {
+            anyhow::anyhow!("{e:#}\n(is {} the directory of `isnad up`?)", dir.display())
+        })?;
+    let federation = isnad_policy::PolicySet::load_dir(&config.policy)
+        .map_err(|errors| anyhow::anyhow!("{errors}"))?
+        .catalogue()
+        .federation
+        .clone();
+    let mut addr = gateway.unwrap_or(config.listen);
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let material = TlsFiles::in_dir(&dir.join("pki"), name).load()?;
+    let tls = isnad_tls::policy::client_config(
+        &material,
+        ExpectedPeer::AnyGateway {
+            trust_domain: federation,
+        },
+    )?;
+    let channel = isnad_tls::client::channel(
+        &format!("https://{addr}"),
+        Arc::new(tls),
+        ChannelSettings::default(),
+    )?;
+    Ok(ExchangeClient::new(channel))
+}
+
+pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
+    let mut client = connect(&args.dir, &args.as_name, args.gateway).await?;
+    let mut request = tonic::Request::new(AttributesRequest {
+        subject: args.subject,
+        dataset: args.dataset.clone(),
+        fields: args.fields,
+        purpose: args.purpose.clone(),
+        consent_token: args.consent_token,
+        request_id: args.request_id,
+    });
+    request.set_timeout(Duration::from_millis(args.timeout_ms));
+    match client.get_attributes(request).await {
+        Ok(response) => {
+            let response = response.into_inner();
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&response_json(&response))?
+                );
+            } else {
+                print_response(&response);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(status) => {
+            let reason = isnad_proto::errors::reason(&status).unwrap_or_default();
+            if args.json {
+                let error = serde_json::json!({
+                    "error": { "code": format!("{:?}", status.code()), "reason": reason, "message": status.message() }
+                });
+                println!("{}", serde_json::to_string_pretty(&error)?);
+            } else {
+                eprintln!(
+                    "refused: {:?} {reason}: {}",
+                    status.code(),
+                    status.message()
+                );
+            }
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+pub(crate) fn print_response(response: &AttributesResponse) {
+    let released: BTreeMap<_, _> = response.attributes.iter().collect();
+    if released.is_empty() {
+        println!("  released: nothing");
+    } else {
+        println!("  released:");
+        for (field, value) in released {
+            println!("    {field:<20} {}", show::value(value));
+        }
+    }
+    if !response.withheld.is_empty() {
+        println!("  withheld:");
+        for outcome in &response.withheld {
+            let rule = if outcome.rule_id.is_empty() {
+                "no rule grants it".to_owned()
+            } else {
+                format!("rule {}", outcome.rule_id)
+            };
+            println!("    {:<20} {:<16} ({rule})", outcome.field, outcome.reason);
+        }
+    }
+    if let Some(provenance) = &response.provenance {
+        println!(
+            "  from {} ({}), policy {}",
+            provenance.provider, provenance.dataset, provenance.policy_revision
+        );
+    }
+}
+
+fn response_json(response: &AttributesResponse) -> serde_json::Value {
+    let attributes: serde_json::Map<_, _> = response
+        .attributes
+        .iter()
+        .collect::<BTreeMap<_, _>>()
+        .into_iter()
+        .map(|(field, value)| (field.clone(), show::json(value)))
+        .collect();
+    let withheld: Vec<_> = response
+        .withheld
+        .iter()
+        .map(|o| serde_json::json!({"field": o.field, "reason": o.reason, "rule_id": o.rule_id}))
+        .collect();
+    let provenance = response.provenance.as_ref().map(|p| {
+        serde_json::json!({
+            "provider": p.provider,
+            "dataset": p.dataset,
+            "policy_revision": p.policy_revision,
+            "audit_index": p.audit_index,
+        })
+    });
+    serde_json::json!({ "attributes": attributes, "withheld": withheld, "provenance": provenance })
+}

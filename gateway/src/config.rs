@@ -1,0 +1,107 @@
+//! The gateway's configuration file (`isnad serve --config FILE`, YAML).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The gateway's configuration. Relative paths are relative to the file's directory.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// This node's name; its certificate carries `spiffe://<federation>/gateway/<node>`.
+    pub node: String,
+    /// Where consumers connect, e.g. `127.0.0.1:7443`.
+    pub listen: SocketAddr,
+    /// The policy store: a directory with `catalogue.yaml` and `rules/`.
+    pub policy: PathBuf,
+    /// The federation CA and this node's certificate and key.
+    pub tls: TlsPaths,
+    /// Provider endpoints that override the catalogue's, by agency id (a deployment detail:
+    /// the catalogue says who provides what, this says where to reach them from this node).
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, String>,
+    /// Limits on what callers may ask.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// Paths of the TLS files.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsPaths {
+    /// The federation CA (PEM).
+    pub ca: PathBuf,
+    /// This node's certificate (PEM).
+    pub cert: PathBuf,
+    /// This node's private key (PEM).
+    pub key: PathBuf,
+}
+
+/// Request and connection limits.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest accepted request message, in bytes.
+    pub max_request_bytes: usize,
+    /// Most fields one request may name.
+    pub max_fields: usize,
+    /// Deadline when the caller sets none, in milliseconds.
+    pub default_deadline_ms: u64,
+    /// Longest deadline honoured, in milliseconds; longer ones are cut to this.
+    pub max_deadline_ms: u64,
+    /// Time allowed for a client's TLS handshake, in milliseconds.
+    pub handshake_timeout_ms: u64,
+    /// Concurrent HTTP/2 streams per client connection.
+    pub max_concurrent_streams: u32,
+    /// HTTP/2 connections kept to each provider; requests are spread over them.
+    pub upstream_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_request_bytes: 64 * 1024,
+            max_fields: 64,
+            default_deadline_ms: 5_000,
+            max_deadline_ms: 30_000,
+            handshake_timeout_ms: 5_000,
+            max_concurrent_streams: 256,
+            upstream_connections: 2,
+        }
+    }
+}
+
+impl Limits {
+    /// The deadline used when the caller sets none.
+    pub fn default_deadline(&self) -> Duration {
+        Duration::from_millis(self.default_deadline_ms)
+    }
+
+    /// The longest deadline honoured.
+    pub fn max_deadline(&self) -> Duration {
+        Duration::from_millis(self.max_deadline_ms)
+    }
+}
+
+impl GatewayConfig {
+    /// Reads a configuration file and resolves its relative paths.
+    pub fn from_file(path: &Path) -> anyhow::Result<GatewayConfig> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        let mut config: GatewayConfig = serde_saphyr::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for file in [
+            &mut config.policy,
+            &mut config.tls.ca,
+            &mut config.tls.cert,
+            &mut config.tls.key,
+        ] {
+            *file = base.join(&*file);
+        }
+        Ok(config)
+    }
+}
