@@ -16,7 +16,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType,
 };
-use time::{Duration, OffsetDateTime};
+pub use time::{Duration, OffsetDateTime};
 
 /// A party of the federation and its SPIFFE ID.
 #[derive(Debug, Clone, PartialEq, Eq)]

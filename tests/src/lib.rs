@@ -1,1 +1,297 @@
-//! placeholder
+//! Test support for the end-to-end tests: a local federation run by the real `isnad` binary,
+//! clients that call it as the federation's identities do, and provider agencies that misbehave
+//! on purpose.
+//!
+//! The binary is the one cargo built next to the test executable (`target/<profile>/isnad`);
+//! `cargo test --workspace` builds it because the gateway crate has integration tests of its own.
+
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use isnad_proto::v1::exchange_client::ExchangeClient;
+use isnad_proto::v1::{AttributesRequest, AttributesResponse};
+use isnad_tls::client::ChannelSettings;
+use isnad_tls::policy::ExpectedPeer;
+use isnad_tls::{TlsFiles, TlsMaterial};
+use tonic::transport::Channel;
+
+pub mod providers;
+
+/// The sample federation's trust domain.
+pub const FEDERATION: &str = "isnad.example";
+
+/// The first person of the sample records: a married, employed citizen of Dubai.
+pub fn applicant() -> String {
+    let records = repo_root().join("deploy/local/records/identity.person.jsonl");
+    let text = std::fs::read_to_string(records).unwrap();
+    let first = text.lines().next().unwrap();
+    let start = first.find("\"subject\":\"").unwrap() + 11;
+    first[start..start + 15].to_owned()
+}
+
+/// The repository's root directory.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// The `isnad` binary built by cargo beside this test.
+pub fn isnad_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test> -> target/<profile>/isnad
+    let bin = exe.parent().unwrap().parent().unwrap().join("isnad");
+    assert!(
+        bin.exists(),
+        "{} is missing: run the tests with `cargo test --workspace` (or build it with \
+         `cargo build -p isnad-gateway`)",
+        bin.display()
+    );
+    bin
+}
+
+/// A free TCP port on loopback (free when asked; good enough for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process killed when dropped, its stderr kept in a file.
+#[derive(Debug)]
+pub struct Process {
+    child: Child,
+    /// Where its stderr (the logs) goes.
+    pub log: PathBuf,
+}
+
+impl Process {
+    /// Starts `isnad ARGS`, logging to `log`.
+    pub fn start(args: &[&str], log: PathBuf, env: &[(&str, &str)]) -> Process {
+        let stderr = std::fs::File::create(&log).unwrap();
+        let mut command = Command::new(isnad_bin());
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        Process {
+            child: command.spawn().unwrap(),
+            log,
+        }
+    }
+
+    /// Everything it has logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Fails the test if the process has exited.
+    pub fn assert_running(&mut self) {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            panic!("isnad exited with {status}; its log:\n{}", self.logs());
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until something accepts TCP connections on `addr`.
+pub fn wait_for_port(addr: SocketAddr, process: &mut Process) {
+    let start = Instant::now();
+    while std::net::TcpStream::connect(addr).is_err() {
+        process.assert_running();
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "nothing listens on {addr}; log:\n{}",
+            process.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The sample federation, run by `isnad up` in a temporary directory.
+#[derive(Debug)]
+pub struct Federation {
+    /// The working directory (PKI in `pki/`).
+    pub dir: tempfile::TempDir,
+    /// The gateway's address.
+    pub gateway: SocketAddr,
+    /// The `isnad up` process.
+    pub process: Process,
+}
+
+impl Federation {
+    /// Starts `isnad up` and waits until the gateway accepts connections.
+    pub fn start() -> Federation {
+        Self::start_with_env(&[])
+    }
+
+    /// Starts `isnad up` with extra environment (e.g. `ISNAD_LOG`).
+    pub fn start_with_env(env: &[(&str, &str)]) -> Federation {
+        let dir = tempfile::tempdir().unwrap();
+        let gateway: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut process = Process::start(
+            &[
+                "up",
+                "--dir",
+                dir.path().to_str().unwrap(),
+                "--listen",
+                &gateway.to_string(),
+                "--federation",
+                repo_root().join("deploy/local").to_str().unwrap(),
+            ],
+            dir.path().join("isnad-up.log"),
+            env,
+        );
+        wait_for_port(gateway, &mut process);
+        Federation {
+            dir,
+            gateway,
+            process,
+        }
+    }
+
+    /// The PKI directory.
+    pub fn pki(&self) -> PathBuf {
+        self.dir.path().join("pki")
+    }
+
+    /// TLS material of a sample identity.
+    pub fn material(&self, name: &str) -> TlsMaterial {
+        TlsFiles::in_dir(&self.pki(), name).load().unwrap()
+    }
+
+    /// A client calling the gateway as `name`.
+    pub fn client(&self, name: &str) -> ExchangeClient<Channel> {
+        client_with(self.gateway, &self.material(name))
+    }
+
+    /// The federation's CA, able to issue more certificates.
+    pub fn ca(&self) -> isnad_certs::CertificateAuthority {
+        let read = |file: &str| std::fs::read_to_string(self.pki().join(file)).unwrap();
+        isnad_certs::CertificateAuthority::load(&read("ca.pem"), &read("ca.key")).unwrap()
+    }
+
+    /// Starts a second gateway node (`isnad serve`) with this federation's PKI and policy, the
+    /// providers of `upstreams` replacing the sample ones, and `limits` (YAML lines).
+    pub fn serve_gateway(&self, upstreams: &[(&str, String)], limits: &str) -> Gateway {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let pki = self.pki();
+        let mut upstream_lines = String::new();
+        for (agency, endpoint) in upstreams {
+            upstream_lines.push_str(&format!("  {agency}: {endpoint}\n"));
+        }
+        let config = format!(
+            "node: gateway\nlisten: {addr}\npolicy: {policy}\ntls:\n  ca: {pki}/ca.pem\n  cert: {pki}/gateway.pem\n  key: {pki}/gateway.key\nupstreams:\n{upstream_lines}limits:\n{limits}",
+            policy = repo_root().join("deploy/local").display(),
+            pki = pki.display(),
+        );
+        let path = self
+            .dir
+            .path()
+            .join(format!("gateway-{}.yaml", addr.port()));
+        std::fs::write(&path, config).unwrap();
+        let mut process = Process::start(
+            &["serve", "--config", path.to_str().unwrap()],
+            self.dir.path().join(format!("gateway-{}.log", addr.port())),
+            &[],
+        );
+        wait_for_port(addr, &mut process);
+        Gateway { addr, process }
+    }
+}
+
+/// A gateway node started by [`Federation::serve_gateway`].
+#[derive(Debug)]
+pub struct Gateway {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Its process.
+    pub process: Process,
+}
+
+/// A client of the gateway at `addr` presenting `material`.
+pub fn client_with(addr: SocketAddr, material: &TlsMaterial) -> ExchangeClient<Channel> {
+    let tls = isnad_tls::policy::client_config(
+        material,
+        ExpectedPeer::AnyGateway {
+            trust_domain: FEDERATION.into(),
+        },
+    )
+    .unwrap();
+    client_with_config(addr, tls)
+}
+
+/// A client of the gateway at `addr` with any TLS configuration.
+pub fn client_with_config(addr: SocketAddr, tls: rustls::ClientConfig) -> ExchangeClient<Channel> {
+    let channel = isnad_tls::client::channel(
+        &format!("https://{addr}"),
+        Arc::new(tls),
+        ChannelSettings::default(),
+    )
+    .unwrap();
+    ExchangeClient::new(channel)
+}
+
+/// Writes an issued certificate to `dir/<name>.pem|key` beside a copy of `ca.pem`, and loads it.
+pub fn material_from(
+    dir: &Path,
+    ca_pem: &str,
+    name: &str,
+    cert: &isnad_certs::IssuedCert,
+) -> TlsMaterial {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca_pem).unwrap();
+    isnad_certs::write_pair(dir, name, cert).unwrap();
+    TlsFiles::in_dir(dir, name).load().unwrap()
+}
+
+/// A request for `fields` of the applicant.
+pub fn request(dataset: &str, purpose: &str, fields: &[&str]) -> AttributesRequest {
+    AttributesRequest {
+        subject: applicant(),
+        dataset: dataset.into(),
+        fields: fields.iter().map(|f| (*f).to_owned()).collect(),
+        purpose: purpose.into(),
+        ..Default::default()
+    }
+}
+
+/// Calls `GetAttributes`.
+pub async fn get(
+    client: &mut ExchangeClient<Channel>,
+    request: AttributesRequest,
+) -> Result<AttributesResponse, tonic::Status> {
+    client
+        .get_attributes(request)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// The gRPC code and isnad reason code of a refusal.
+pub fn refusal(result: Result<AttributesResponse, tonic::Status>) -> (tonic::Code, String) {
+    match result {
+        Ok(response) => panic!("expected a refusal, got {response:?}"),
+        Err(status) => (
+            status.code(),
+            isnad_proto::errors::reason(&status).unwrap_or_default(),
+        ),
+    }
+}

@@ -1,0 +1,167 @@
+//! Providers that are down, slow or misbehaving cost their own requests only.
+
+use std::time::Duration;
+
+use isnad_tests::providers::{Behaviour, ProviderDouble};
+use isnad_tests::{Federation, client_with, get, refusal, request};
+use tonic::Code;
+
+const LIMITS: &str = "  default_deadline_ms: 1000\n";
+
+#[tokio::test]
+async fn a_provider_that_is_down_gives_unavailable_and_others_keep_serving() {
+    let federation = Federation::start();
+    let closed = format!("https://127.0.0.1:{}", isnad_tests::free_port());
+    let identity_endpoint = provider_endpoint(&federation, "identity-authority");
+    let gateway = federation.serve_gateway(
+        &[
+            ("labour-ministry", closed),
+            ("identity-authority", identity_endpoint),
+        ],
+        LIMITS,
+    );
+    let mut client = client_with(gateway.addr, &federation.material("housing-programme"));
+    for _ in 0..2 {
+        let (code, reason) = refusal(
+            get(
+                &mut client,
+                request("labour.employment", "housing-grant", &["employed"]),
+            )
+            .await,
+        );
+        assert_eq!(
+            (code, reason.as_str()),
+            (Code::Unavailable, "provider_unavailable")
+        );
+        get(
+            &mut client,
+            request("identity.person", "housing-grant", &["full_name_en"]),
+        )
+        .await
+        .expect("the same gateway still serves the other providers");
+    }
+}
+
+#[tokio::test]
+async fn a_slow_provider_gives_deadline_exceeded_without_holding_up_others() {
+    let federation = Federation::start();
+    let slow = ProviderDouble::start(
+        &federation.material("labour-ministry"),
+        Behaviour::Slow(Duration::from_secs(30)),
+    )
+    .await;
+    let identity_endpoint = provider_endpoint(&federation, "identity-authority");
+    let gateway = federation.serve_gateway(
+        &[
+            ("labour-ministry", slow.endpoint()),
+            ("identity-authority", identity_endpoint),
+        ],
+        LIMITS,
+    );
+    let material = federation.material("housing-programme");
+    let mut slow_client = client_with(gateway.addr, &material);
+    let stuck = tokio::spawn(async move {
+        get(
+            &mut slow_client,
+            request("labour.employment", "housing-grant", &["employed"]),
+        )
+        .await
+    });
+    // While the slow request waits, another provider's requests go through.
+    let mut client = client_with(gateway.addr, &material);
+    for _ in 0..5 {
+        get(
+            &mut client,
+            request("identity.person", "housing-grant", &["full_name_en"]),
+        )
+        .await
+        .expect("unaffected by the slow provider");
+    }
+    let (code, reason) = refusal(stuck.await.expect("task"));
+    assert_eq!(
+        (code, reason.as_str()),
+        (Code::DeadlineExceeded, "provider_timeout")
+    );
+}
+
+#[tokio::test]
+async fn extra_fields_and_wrong_types_from_a_provider_are_not_released() {
+    let federation = Federation::start();
+    let rogue =
+        ProviderDouble::start(&federation.material("identity-authority"), Behaviour::Rogue).await;
+    let gateway = federation.serve_gateway(&[("identity-authority", rogue.endpoint())], LIMITS);
+    let mut client = client_with(gateway.addr, &federation.material("housing-programme"));
+    let response = get(
+        &mut client,
+        request(
+            "identity.person",
+            "housing-grant",
+            &["full_name_en", "date_of_birth"],
+        ),
+    )
+    .await
+    .expect("answered");
+    // full_name_en is a string: released. date_of_birth came back as a string, not a date.
+    let released: Vec<&str> = response.attributes.keys().map(String::as_str).collect();
+    assert_eq!(released, ["full_name_en"]);
+    let withheld: Vec<(&str, &str)> = response
+        .withheld
+        .iter()
+        .map(|o| (o.field.as_str(), o.reason.as_str()))
+        .collect();
+    assert_eq!(withheld, [("date_of_birth", "provider_type_mismatch")]);
+    assert!(!response.attributes.contains_key("mobile"));
+    assert!(!response.attributes.contains_key("blood_type"));
+}
+
+#[tokio::test]
+async fn a_provider_answers_only_the_gateway() {
+    use isnad_proto::v1::FetchRequest;
+    use isnad_proto::v1::provider_client::ProviderClient;
+    use isnad_tls::policy::ExpectedPeer;
+
+    let federation = Federation::start();
+    let endpoint = provider_endpoint(&federation, "identity-authority");
+    let tls = isnad_tls::policy::client_config(
+        &federation.material("housing-programme"),
+        ExpectedPeer::Exactly(
+            isnad_tls::SpiffeId::parse("spiffe://isnad.example/agency/identity-authority")
+                .expect("id"),
+        ),
+    )
+    .expect("config");
+    let channel =
+        isnad_tls::client::channel(&endpoint, std::sync::Arc::new(tls), Default::default())
+            .expect("channel");
+    let status = ProviderClient::new(channel)
+        .fetch(FetchRequest {
+            subject: isnad_tests::applicant(),
+            dataset: "identity.person".into(),
+            fields: vec!["mobile".into()],
+            ..Default::default()
+        })
+        .await
+        .expect_err("a consumer may not bypass the gateway");
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert_eq!(
+        isnad_proto::errors::reason(&status).as_deref(),
+        Some("caller_not_allowed")
+    );
+}
+
+/// The endpoint `isnad up` gave a sample provider, from the configuration it wrote.
+fn provider_endpoint(federation: &Federation, agency: &str) -> String {
+    let config = std::fs::read_to_string(
+        federation
+            .dir
+            .path()
+            .join(format!("providers/{agency}.yaml")),
+    )
+    .expect("provider config");
+    let listen = config
+        .lines()
+        .find_map(|line| line.strip_prefix("listen: "))
+        .expect("listen line")
+        .trim_matches(|c| c == '"' || c == '\'');
+    format!("https://{listen}")
+}
