@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# Runs three scenarios against the same provider, one after the other, in one go:
+#   direct  the load generator calls the reference provider (Provider/Fetch) itself;
+#   nginx   through nginx grpc_pass, mutual TLS on both legs (nginx presents the gateway's
+#           certificate to the provider), the same call;
+#   isnad   through the isnad gateway (Exchange/GetAttributes): authenticate, admit, authorize,
+#           minimize, fetch over mTLS, filter.
+# Every process is separate so its CPU time is its own. Prints a Markdown report with ratios.
+#
+# Environment: DURATION (s, default 10), WARMUP (s, 2), CONNECTIONS (4), CONCURRENCY (16 per
+# connection), RATE (requests/s: open loop instead of closed loop), OUT (report file).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-2}
+CONNECTIONS=${CONNECTIONS:-4}
+CONCURRENCY=${CONCURRENCY:-16}
+OUT=${OUT:-}
+
+if ! command -v nginx >/dev/null; then
+  echo "installing nginx-light from Debian" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null
+fi
+cargo build --release --locked -q -p isnad-gateway -p isnad-bench
+ISNAD=$ROOT/target/release/isnad
+BENCH=$ROOT/target/release/isnad-bench
+
+W=$(mktemp -d /tmp/isnad-bench.XXXXXX)
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  [ -f "$W/nginx.pid" ] && kill "$(cat "$W/nginx.pid")" 2>/dev/null || true
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+free_port() { # a port nothing listens on
+  while :; do
+    local p=$((20000 + RANDOM % 30000))
+    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
+  done
+}
+wait_port() {
+  for _ in $(seq 1 300); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "nothing listens on port $1; logs in $W" >&2; exit 1
+}
+
+P_PROVIDER=$(free_port); P_GATEWAY=$(free_port); P_NGINX=$(free_port)
+"$ISNAD" certs init --dir "$W/pki" >/dev/null
+RECORDS=$ROOT/deploy/local/records/identity.person.jsonl
+
+cat > "$W/provider.yaml" <<YAML
+agency: identity-authority
+listen: 127.0.0.1:$P_PROVIDER
+tls: { ca: pki/ca.pem, cert: pki/identity-authority.pem, key: pki/identity-authority.key }
+allowed_callers: [spiffe://isnad.example/gateway/gateway]
+datasets:
+  identity.person:
+    records: $RECORDS
+    fields: { full_name_en: string, full_name_ar: string, date_of_birth: date, sex: string,
+              nationality: string, emirate: string, id_card_expiry: date, mobile: string,
+              email: string }
+YAML
+cat > "$W/gateway.yaml" <<YAML
+node: gateway
+listen: 127.0.0.1:$P_GATEWAY
+policy: $ROOT/deploy/local
+tls: { ca: pki/ca.pem, cert: pki/gateway.pem, key: pki/gateway.key }
+upstreams: { identity-authority: "https://127.0.0.1:$P_PROVIDER" }
+YAML
+mkdir -p "$W/nginx-tmp"
+cat > "$W/nginx.conf" <<NGINX
+user root;
+worker_processes auto;
+pid $W/nginx.pid;
+error_log $W/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $W/nginx-tmp;
+  # nginx closes a connection after 1,000 requests by default (GOAWAY), failing requests in
+  # flight; the benchmark keeps connections up, as isnad and the provider do.
+  keepalive_requests 10000000;
+  keepalive_timeout 300s;
+  upstream provider {
+    server 127.0.0.1:$P_PROVIDER;
+    keepalive 64;
+    keepalive_requests 10000000;
+    keepalive_timeout 300s;
+  }
+  server {
+    listen 127.0.0.1:$P_NGINX ssl http2;
+    ssl_protocols TLSv1.3;
+    ssl_certificate $W/pki/gateway.pem;
+    ssl_certificate_key $W/pki/gateway.key;
+    ssl_client_certificate $W/pki/ca.pem;
+    ssl_verify_client on;
+    location / {
+      grpc_pass grpcs://provider;
+      grpc_ssl_protocols TLSv1.3;
+      grpc_ssl_certificate $W/pki/gateway.pem;
+      grpc_ssl_certificate_key $W/pki/gateway.key;
+      grpc_ssl_trusted_certificate $W/pki/ca.pem;
+      grpc_ssl_verify on;
+      grpc_ssl_name localhost;
+      grpc_ssl_session_reuse on;
+    }
+  }
+}
+NGINX
+
+ISNAD_LOG=warn "$ISNAD" provider --config "$W/provider.yaml" 2>"$W/provider.log" & PIDS+=($!); PROVIDER_PID=$!
+ISNAD_LOG=warn "$ISNAD" serve --config "$W/gateway.yaml" 2>"$W/gateway.log" & PIDS+=($!); GATEWAY_PID=$!
+nginx -p "$W" -c "$W/nginx.conf" -g 'daemon off;' 2>"$W/nginx.log" & PIDS+=($!)
+wait_port "$P_PROVIDER"; wait_port "$P_GATEWAY"; wait_port "$P_NGINX"
+NGINX_PIDS=$(pgrep -d, -f "nginx.*$W/nginx.conf" || true)
+NGINX_PIDS=${NGINX_PIDS},$(pgrep -d, -P "$(cat "$W/nginx.pid")" || true)
+NGINX_PIDS=$(echo "$NGINX_PIDS" | tr ',' '\n' | grep -v '^$' | sort -u | paste -sd,)
+
+load() { # NAME TARGET API AS EXPECT PROCESSES...
+  local name=$1 target=$2 api=$3 as=$4 expect=$5; shift 5
+  local args=(--name "$name" --target "$target" --api "$api" --pki "$W/pki" --as "$as"
+              --subjects "$RECORDS" --connections "$CONNECTIONS" --concurrency "$CONCURRENCY"
+              --duration "$DURATION" --warmup "$WARMUP")
+  [ -n "$expect" ] && args+=(--expect "$expect")
+  [ -n "${RATE:-}" ] && args+=(--rate "$RATE")
+  for p in "$@"; do args+=(--process "$p"); done
+  echo "running $name..." >&2
+  "$BENCH" load "${args[@]}" > "$W/$name.json"
+}
+
+load direct "https://127.0.0.1:$P_PROVIDER" provider gateway \
+  spiffe://isnad.example/agency/identity-authority "provider=$PROVIDER_PID"
+load nginx "https://127.0.0.1:$P_NGINX" provider gateway "" \
+  "nginx=$NGINX_PIDS" "provider=$PROVIDER_PID"
+load isnad "https://127.0.0.1:$P_GATEWAY" exchange housing-programme "" \
+  "isnad=$GATEWAY_PID" "provider=$PROVIDER_PID"
+
+{
+  echo "Benchmark of $(git -C "$ROOT" rev-parse --short HEAD), $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))"
+  echo
+  echo "\`$0\` with DURATION=$DURATION WARMUP=$WARMUP CONNECTIONS=$CONNECTIONS CONCURRENCY=$CONCURRENCY${RATE:+ RATE=$RATE};"
+  echo "$(jq -r .mode "$W/isnad.json" 2>/dev/null || true)"
+  echo
+  "$BENCH" report "$W/direct.json" "$W/nginx.json" "$W/isnad.json" \
+    --ratio isnad/nginx --ratio isnad/direct --ratio nginx/direct
+} | tee "${OUT:-/dev/null}"

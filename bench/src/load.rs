@@ -1,0 +1,362 @@
+//! One load run.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use isnad_proto::v1::exchange_client::ExchangeClient;
+use isnad_proto::v1::provider_client::ProviderClient;
+use isnad_proto::v1::{AttributesRequest, FetchRequest};
+use isnad_tls::TlsFiles;
+use isnad_tls::client::ChannelSettings;
+use isnad_tls::policy::ExpectedPeer;
+use serde::Serialize;
+use tonic::transport::Channel;
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum Api {
+    /// `isnad.v1.Exchange/GetAttributes` (a gateway).
+    Exchange,
+    /// `isnad.v1.Provider/Fetch` (a provider, directly or through a proxy).
+    Provider,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct LoadArgs {
+    /// A name for this scenario in the report.
+    #[arg(long)]
+    name: String,
+    /// `https://host:port` of the target.
+    #[arg(long)]
+    target: String,
+    /// Which API to call.
+    #[arg(long, value_enum)]
+    api: Api,
+    /// The PKI directory and the identity to present (`<dir>/<as>.pem`).
+    #[arg(long)]
+    pki: PathBuf,
+    #[arg(long = "as")]
+    as_name: String,
+    /// The target's SPIFFE ID; any gateway node of `--federation` when absent.
+    #[arg(long)]
+    expect: Option<String>,
+    #[arg(long, default_value = "isnad.example")]
+    federation: String,
+    /// JSON Lines records whose `subject`s are requested in turn.
+    #[arg(long)]
+    subjects: PathBuf,
+    #[arg(long, default_value = "identity.person")]
+    dataset: String,
+    #[arg(long, default_value = "housing-grant")]
+    purpose: String,
+    #[arg(long, value_delimiter = ',', default_value = "full_name_en,date_of_birth,nationality,emirate")]
+    fields: Vec<String>,
+    /// TCP connections.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Requests in flight per connection (closed loop).
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Requests per second in total (open loop); closed loop when absent.
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Seconds of measurement.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Seconds of warm-up before measuring.
+    #[arg(long, default_value_t = 2)]
+    warmup: u64,
+    /// Server processes whose CPU time to measure, as NAME=PID[,PID...].
+    #[arg(long = "process")]
+    processes: Vec<String>,
+}
+
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub(crate) struct LoadResult {
+    pub(crate) name: String,
+    pub(crate) mode: String,
+    pub(crate) seconds: f64,
+    pub(crate) requests: u64,
+    pub(crate) errors: u64,
+    pub(crate) throughput: f64,
+    pub(crate) p50_us: u64,
+    pub(crate) p99_us: u64,
+    pub(crate) p999_us: u64,
+    pub(crate) max_us: u64,
+    /// CPU microseconds per successful request, by process name.
+    pub(crate) cpu_us_per_request: Vec<(String, f64)>,
+}
+
+#[derive(Clone)]
+enum Target {
+    Exchange(ExchangeClient<Channel>),
+    Provider(ProviderClient<Channel>),
+}
+
+struct Plan {
+    subjects: Vec<String>,
+    dataset: String,
+    purpose: String,
+    fields: Vec<String>,
+}
+
+impl Target {
+    async fn call(&mut self, plan: &Plan, n: usize) -> bool {
+        let subject = plan.subjects[n % plan.subjects.len()].clone();
+        match self {
+            Target::Exchange(client) => client
+                .get_attributes(AttributesRequest {
+                    subject,
+                    dataset: plan.dataset.clone(),
+                    fields: plan.fields.clone(),
+                    purpose: plan.purpose.clone(),
+                    ..Default::default()
+                })
+                .await
+                .is_ok_and(|r| r.get_ref().attributes.len() == plan.fields.len()),
+            Target::Provider(client) => client
+                .fetch(FetchRequest {
+                    subject,
+                    dataset: plan.dataset.clone(),
+                    fields: plan.fields.clone(),
+                    purpose: plan.purpose.clone(),
+                    ..Default::default()
+                })
+                .await
+                .is_ok_and(|r| r.get_ref().attributes.len() == plan.fields.len()),
+        }
+    }
+}
+
+fn subjects(path: &PathBuf) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)?;
+    let subjects: Vec<String> = text
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter_map(|record| record["subject"].as_str().map(str::to_owned))
+        .collect();
+    anyhow::ensure!(!subjects.is_empty(), "no subjects in {}", path.display());
+    Ok(subjects)
+}
+
+/// Process CPU time (user + system) in clock ticks, from `/proc/<pid>/stat`.
+fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name may contain spaces; fields resume after its closing parenthesis.
+    let rest = &stat[stat.rfind(')').ok_or_else(|| anyhow::anyhow!("bad stat"))? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?)
+}
+
+fn clock_ticks_per_second() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+fn parse_processes(specs: &[String]) -> anyhow::Result<Vec<(String, Vec<u32>)>> {
+    let mut processes: Vec<(String, Vec<u32>)> = specs
+        .iter()
+        .map(|spec| {
+            let (name, pids) = spec
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("--process NAME=PID[,PID...], got {spec}"))?;
+            let pids = pids
+                .split(',')
+                .map(str::parse)
+                .collect::<Result<Vec<u32>, _>>()?;
+            Ok((name.to_owned(), pids))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    processes.push(("load-generator".into(), vec![std::process::id()]));
+    Ok(processes)
+}
+
+fn total_ticks(pids: &[u32]) -> anyhow::Result<u64> {
+    pids.iter().map(|pid| cpu_ticks(*pid)).sum()
+}
+
+pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<LoadResult> {
+    let material = TlsFiles::in_dir(&args.pki, &args.as_name).load()?;
+    let expected = match &args.expect {
+        Some(id) => ExpectedPeer::Exactly(isnad_tls::SpiffeId::parse(id)?),
+        None => ExpectedPeer::AnyGateway {
+            trust_domain: args.federation.clone(),
+        },
+    };
+    let tls = Arc::new(isnad_tls::policy::client_config(&material, expected)?);
+    let targets: Vec<Target> = (0..args.connections.max(1))
+        .map(|_| {
+            let channel = isnad_tls::client::channel(&args.target, tls.clone(), ChannelSettings::default())?;
+            Ok(match args.api {
+                Api::Exchange => Target::Exchange(ExchangeClient::new(channel)),
+                Api::Provider => Target::Provider(ProviderClient::new(channel)),
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let plan = Arc::new(Plan {
+        subjects: subjects(&args.subjects)?,
+        dataset: args.dataset.clone(),
+        purpose: args.purpose.clone(),
+        fields: args.fields.clone(),
+    });
+    // Connect and check every connection once before measuring.
+    for (n, target) in targets.iter().enumerate() {
+        anyhow::ensure!(
+            target.clone().call(&plan, n).await,
+            "the target does not answer a valid request correctly ({})",
+            args.target
+        );
+    }
+    let processes = parse_processes(&args.processes)?;
+
+    let warmup = Duration::from_secs(args.warmup);
+    let measure = Duration::from_secs(args.duration);
+    let start = Instant::now();
+    let measure_from = start + warmup;
+    let end = measure_from + measure;
+
+    // CPU is sampled when measurement begins, by a task that sleeps through the warm-up.
+    let sampler = {
+        let processes = processes.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(measure_from.into()).await;
+            processes
+                .iter()
+                .map(|(_, pids)| total_ticks(pids))
+                .collect::<anyhow::Result<Vec<u64>>>()
+        })
+    };
+
+    let mut workers = Vec::new();
+    let mode;
+    match args.rate {
+        None => {
+            mode = format!("closed loop, {} connections x {} in flight", args.connections, args.concurrency);
+            for (c, target) in targets.iter().enumerate() {
+                for k in 0..args.concurrency.max(1) {
+                    let mut target = target.clone();
+                    let plan = plan.clone();
+                    workers.push(tokio::spawn(async move {
+                        let mut histogram = new_histogram();
+                        let (mut ok, mut errors) = (0u64, 0u64);
+                        let mut n = c * 7919 + k * 104_729;
+                        loop {
+                            let sent = Instant::now();
+                            if sent >= end {
+                                break;
+                            }
+                            let good = target.call(&plan, n).await;
+                            n += 1;
+                            if sent >= measure_from {
+                                record(&mut histogram, sent.elapsed());
+                                if good { ok += 1 } else { errors += 1 }
+                            }
+                        }
+                        (histogram, ok, errors)
+                    }));
+                }
+            }
+        }
+        Some(rate) => {
+            mode = format!("open loop, {rate} requests/s over {} connections", args.connections);
+            let interval = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let pacer = {
+                let targets = targets.clone();
+                let plan = plan.clone();
+                tokio::spawn(async move {
+                    let mut n = 0usize;
+                    loop {
+                        // Latency counts from when the request was due, not when it was sent,
+                        // so a stalled server cannot hide its queueing (coordinated omission).
+                        let due = start + interval.mul_f64(n as f64);
+                        if due >= end {
+                            break;
+                        }
+                        tokio::time::sleep_until(due.into()).await;
+                        let mut target = targets[n % targets.len()].clone();
+                        let plan = plan.clone();
+                        let tx = tx.clone();
+                        tokio::spawn(async move {
+                            let good = target.call(&plan, n).await;
+                            if due >= measure_from {
+                                let _ = tx.send((due.elapsed(), good));
+                            }
+                        });
+                        n += 1;
+                    }
+                })
+            };
+            workers.push(tokio::spawn(async move {
+                let _ = pacer.await;
+                let mut rx = rx;
+                let mut histogram = new_histogram();
+                let (mut ok, mut errors) = (0u64, 0u64);
+                while let Some((latency, good)) = rx.recv().await {
+                    record(&mut histogram, latency);
+                    if good { ok += 1 } else { errors += 1 }
+                }
+                (histogram, ok, errors)
+            }));
+        }
+    }
+
+    let before = sampler.await??;
+    let mut histogram = new_histogram();
+    let (mut ok, mut errors) = (0u64, 0u64);
+    let mut after = None;
+    for worker in workers {
+        let (h, o, e) = worker.await?;
+        if after.is_none() {
+            // The first worker ends right at `end`: sample CPU before stragglers add to it.
+            after = Some(
+                processes
+                    .iter()
+                    .map(|(_, pids)| total_ticks(pids))
+                    .collect::<anyhow::Result<Vec<u64>>>()?,
+            );
+        }
+        histogram.add(&h)?;
+        ok += o;
+        errors += e;
+    }
+    let after = after.unwrap_or_else(|| before.clone());
+    let seconds = measure.as_secs_f64();
+    let ticks = clock_ticks_per_second();
+    let cpu_us_per_request = processes
+        .iter()
+        .zip(before.iter().zip(&after))
+        .map(|((name, _), (b, a))| {
+            let cpu_us = (a - b) as f64 / ticks * 1e6;
+            (name.clone(), if ok > 0 { cpu_us / ok as f64 } else { 0.0 })
+        })
+        .collect();
+    Ok(LoadResult {
+        name: args.name,
+        mode,
+        seconds,
+        requests: ok,
+        errors,
+        throughput: ok as f64 / seconds,
+        p50_us: histogram.value_at_quantile(0.50),
+        p99_us: histogram.value_at_quantile(0.99),
+        p999_us: histogram.value_at_quantile(0.999),
+        max_us: histogram.max(),
+        cpu_us_per_request,
+    })
+}
+
+fn new_histogram() -> Histogram<u64> {
+    // 1 us to 60 s, 3 significant digits.
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+}
+
+fn record(histogram: &mut Histogram<u64>, latency: Duration) {
+    let _ = histogram.record((latency.as_micros() as u64).clamp(1, 60_000_000));
+}
