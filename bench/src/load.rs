@@ -50,7 +50,11 @@ pub(crate) struct LoadArgs {
     dataset: String,
     #[arg(long, default_value = "housing-grant")]
     purpose: String,
-    #[arg(long, value_delimiter = ',', default_value = "full_name_en,date_of_birth,nationality,emirate")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "full_name_en,date_of_birth,nationality,emirate"
+    )]
     fields: Vec<String>,
     /// TCP connections.
     #[arg(long, default_value_t = 4)]
@@ -192,7 +196,8 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<LoadResult> {
     let tls = Arc::new(isnad_tls::policy::client_config(&material, expected)?);
     let targets: Vec<Target> = (0..args.connections.max(1))
         .map(|_| {
-            let channel = isnad_tls::client::channel(&args.target, tls.clone(), ChannelSettings::default())?;
+            let channel =
+                isnad_tls::client::channel(&args.target, tls.clone(), ChannelSettings::default())?;
             Ok(match args.api {
                 Api::Exchange => Target::Exchange(ExchangeClient::new(channel)),
                 Api::Provider => Target::Provider(ProviderClient::new(channel)),
@@ -237,7 +242,10 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<LoadResult> {
     let mode;
     match args.rate {
         None => {
-            mode = format!("closed loop, {} connections x {} in flight", args.connections, args.concurrency);
+            mode = format!(
+                "closed loop, {} connections x {} in flight",
+                args.connections, args.concurrency
+            );
             for (c, target) in targets.iter().enumerate() {
                 for k in 0..args.concurrency.max(1) {
                     let mut target = target.clone();
@@ -264,7 +272,10 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<LoadResult> {
             }
         }
         Some(rate) => {
-            mode = format!("open loop, {rate} requests/s over {} connections", args.connections);
+            mode = format!(
+                "open loop, {rate} requests/s over {} connections",
+                args.connections
+            );
             let interval = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
             let pacer = {

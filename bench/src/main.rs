@@ -22,7 +22,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Drive load against one target and print the result as JSON.
-    Load(load::LoadArgs),
+    Load(Box<load::LoadArgs>),
     /// Combine JSON results into a Markdown report.
     Report(report::ReportArgs),
 }
@@ -33,7 +33,7 @@ fn main() -> anyhow::Result<()> {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            let result = runtime.block_on(load::run(args))?;
+            let result = runtime.block_on(load::run(*args))?;
             println!("{}", serde_json::to_string(&result)?);
         }
         Command::Report(args) => report::run(args)?,

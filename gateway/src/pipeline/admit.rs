@@ -143,12 +143,30 @@ fn parse_grpc_timeout(header: &str) -> Option<Duration> {
     })
 }
 
+/// A request id unique to this process's lifetime: a random prefix chosen at start-up and a
+/// counter. Ids only need to be unique and unguessable across restarts, not secret, so no
+/// per-request randomness (a system call) is spent on them.
 fn new_request_id() -> String {
-    use ring::rand::SecureRandom;
-    let mut bytes = [0u8; 16];
-    // The system RNG does not fail on supported platforms; an all-zero id would still be valid.
-    let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    use std::fmt::Write;
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| {
+        use ring::rand::SecureRandom;
+        let mut bytes = [0u8; 8];
+        // The system RNG does not fail on supported platforms; the counter keeps ids unique.
+        let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
+        u64::from_be_bytes(bytes)
+    });
+    let mut id = String::with_capacity(32);
+    let _ = write!(
+        id,
+        "{prefix:016x}{:016x}",
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    id
 }
 
 #[cfg(test)]
@@ -217,5 +235,7 @@ mod tests {
         let admitted = admit(&limits, Some("5H"), request()).expect("admitted");
         assert!(admitted.deadline <= Instant::now() + limits.max_deadline());
         assert_eq!(admitted.request_id.len(), 32);
+        let next = admit(&limits, None, request()).expect("admitted");
+        assert_ne!(admitted.request_id, next.request_id);
     }
 }
