@@ -7,11 +7,17 @@
 #           minimize, fetch over mTLS, filter.
 # Every process is separate so its CPU time is its own. Prints a Markdown report with ratios.
 #
-# Environment: DURATION (s, default 10), WARMUP (s, 2), CONNECTIONS (4), CONCURRENCY (16 per
-# connection), RATE (requests/s: open loop instead of closed loop), OUT (report file).
+# The scenarios are interleaved in ROUNDS rounds (direct, nginx, isnad, direct, ...), so that the
+# machine's drift (it is shared and noisy) hits all three alike; each ratio is computed per
+# round and reported as the median and range over rounds.
+#
+# Environment: ROUNDS (default 3), DURATION (s per scenario per round, 10), WARMUP (s, 2),
+# CONNECTIONS (4), CONCURRENCY (16 per connection), RATE (requests/s: open loop instead of
+# closed loop), OUT (also write the report to this file).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 CONNECTIONS=${CONNECTIONS:-4}
@@ -129,23 +135,25 @@ load() { # NAME TARGET API AS EXPECT PROCESSES...
   [ -n "$expect" ] && args+=(--expect "$expect")
   [ -n "${RATE:-}" ] && args+=(--rate "$RATE")
   for p in "$@"; do args+=(--process "$p"); done
-  echo "running $name..." >&2
-  "$BENCH" load "${args[@]}" > "$W/$name.json"
+  echo "round $round: $name..." >&2
+  "$BENCH" load "${args[@]}" > "$W/$round-$name.json"
+  RESULTS+=("$W/$round-$name.json")
 }
 
-load direct "https://127.0.0.1:$P_PROVIDER" provider gateway \
-  spiffe://isnad.example/agency/identity-authority "provider=$PROVIDER_PID"
-load nginx "https://127.0.0.1:$P_NGINX" provider gateway "" \
-  "nginx=$NGINX_PIDS" "provider=$PROVIDER_PID"
-load isnad "https://127.0.0.1:$P_GATEWAY" exchange housing-programme "" \
-  "isnad=$GATEWAY_PID" "provider=$PROVIDER_PID"
+RESULTS=()
+for round in $(seq 1 "$ROUNDS"); do
+  load direct "https://127.0.0.1:$P_PROVIDER" provider gateway \
+    spiffe://isnad.example/agency/identity-authority "provider=$PROVIDER_PID"
+  load nginx "https://127.0.0.1:$P_NGINX" provider gateway "" \
+    "nginx=$NGINX_PIDS" "provider=$PROVIDER_PID"
+  load isnad "https://127.0.0.1:$P_GATEWAY" exchange housing-programme "" \
+    "isnad=$GATEWAY_PID" "provider=$PROVIDER_PID"
+done
 
 {
   echo "Benchmark of $(git -C "$ROOT" rev-parse --short HEAD), $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))"
   echo
-  echo "\`$0\` with DURATION=$DURATION WARMUP=$WARMUP CONNECTIONS=$CONNECTIONS CONCURRENCY=$CONCURRENCY${RATE:+ RATE=$RATE};"
-  echo "$(jq -r .mode "$W/isnad.json" 2>/dev/null || true)"
+  echo "\`bench/run.sh\` with ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP CONNECTIONS=$CONNECTIONS CONCURRENCY=$CONCURRENCY${RATE:+ RATE=$RATE}"
   echo
-  "$BENCH" report "$W/direct.json" "$W/nginx.json" "$W/isnad.json" \
-    --ratio isnad/nginx --ratio isnad/direct --ratio nginx/direct
+  "$BENCH" report "${RESULTS[@]}" --ratio isnad/nginx --ratio isnad/direct --ratio nginx/direct
 } | tee "${OUT:-/dev/null}"

@@ -1,4 +1,5 @@
-//! A Markdown report from the JSON of several load runs.
+//! A Markdown report from the JSON of several load runs, grouped by scenario name. Runs of
+//! different scenarios taken in the same round (in order) are paired for the ratios.
 
 use std::path::PathBuf;
 
@@ -6,11 +7,23 @@ use crate::load::LoadResult;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct ReportArgs {
-    /// JSON results, one per file; the first is the baseline of the ratios.
+    /// JSON results, one per file, in the order they ran.
     files: Vec<PathBuf>,
-    /// Ratios to print, as A/B by scenario name (e.g. isnad/nginx).
+    /// Throughput ratios to print, as A/B by scenario name (e.g. isnad/nginx).
     #[arg(long = "ratio")]
     ratios: Vec<String>,
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n == 0 {
+        0.0
+    } else if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
 }
 
 pub(crate) fn run(args: ReportArgs) -> anyhow::Result<()> {
@@ -22,42 +35,70 @@ pub(crate) fn run(args: ReportArgs) -> anyhow::Result<()> {
             Ok(serde_json::from_str(text.trim())?)
         })
         .collect::<anyhow::Result<_>>()?;
+    let mut names: Vec<&str> = Vec::new();
+    for r in &results {
+        if !names.contains(&r.name.as_str()) {
+            names.push(&r.name);
+        }
+    }
+    fn runs<'a>(results: &'a [LoadResult], name: &'a str) -> impl Iterator<Item = &'a LoadResult> {
+        results.iter().filter(move |r| r.name == name)
+    }
+    if let Some(first) = results.first() {
+        println!(
+            "{}; {} round(s).",
+            first.mode,
+            runs(&results, &first.name).count()
+        );
+        println!();
+    }
     println!("| scenario | requests/s | errors | p50 ms | p99 ms | p99.9 ms | CPU us/request |");
     println!("|---|---:|---:|---:|---:|---:|---|");
-    for r in &results {
-        let cpu: Vec<String> = r
-            .cpu_us_per_request
-            .iter()
-            .map(|(name, us)| format!("{name} {us:.0}"))
-            .collect();
+    for name in &names {
+        let all: Vec<&LoadResult> = runs(&results, name).collect();
+        let requests: u64 = all.iter().map(|r| r.requests).sum();
+        let seconds: f64 = all.iter().map(|r| r.seconds).sum();
+        let errors: u64 = all.iter().map(|r| r.errors).sum();
+        let quantile = |f: fn(&LoadResult) -> u64| {
+            median(&mut all.iter().map(|r| f(r) as f64 / 1000.0).collect::<Vec<_>>())
+        };
+        let mut cpu: Vec<String> = Vec::new();
+        for (process, _) in &all[0].cpu_us_per_request {
+            let mut values: Vec<f64> = all
+                .iter()
+                .filter_map(|r| r.cpu_us_per_request.iter().find(|(p, _)| p == process))
+                .map(|(_, us)| *us)
+                .collect();
+            cpu.push(format!("{process} {:.0}", median(&mut values)));
+        }
         println!(
-            "| {} | {:.0} | {} | {:.2} | {:.2} | {:.2} | {} |",
-            r.name,
-            r.throughput,
-            r.errors,
-            r.p50_us as f64 / 1000.0,
-            r.p99_us as f64 / 1000.0,
-            r.p999_us as f64 / 1000.0,
+            "| {name} | {:.0} | {errors} | {:.2} | {:.2} | {:.2} | {} |",
+            requests as f64 / seconds,
+            quantile(|r| r.p50_us),
+            quantile(|r| r.p99_us),
+            quantile(|r| r.p999_us),
             cpu.join(", ")
         );
     }
+    println!();
+    println!("Requests/s: all rounds together. Latencies and CPU: median over rounds.");
     println!();
     for ratio in &args.ratios {
         let (a, b) = ratio
             .split_once('/')
             .ok_or_else(|| anyhow::anyhow!("--ratio A/B, got {ratio}"))?;
-        let find = |name: &str| {
-            results
-                .iter()
-                .find(|r| r.name == name)
-                .ok_or_else(|| anyhow::anyhow!("no scenario named {name}"))
-        };
-        let (ra, rb) = (find(a)?, find(b)?);
+        let mut per_round: Vec<f64> = runs(&results, a)
+            .zip(runs(&results, b))
+            .map(|(ra, rb)| ra.throughput / rb.throughput)
+            .collect();
+        anyhow::ensure!(!per_round.is_empty(), "no runs of {a} and {b}");
+        let low = per_round.iter().copied().fold(f64::INFINITY, f64::min);
+        let high = per_round.iter().copied().fold(0.0, f64::max);
+        let rounds: Vec<String> = per_round.iter().map(|r| format!("{r:.2}")).collect();
         println!(
-            "- throughput {a}/{b}: **{:.2}x** ({:.0} / {:.0} requests/s)",
-            ra.throughput / rb.throughput,
-            ra.throughput,
-            rb.throughput
+            "- throughput {a}/{b}: **{:.2}x** median over rounds (range {low:.2} to {high:.2}; rounds {})",
+            median(&mut per_round),
+            rounds.join(", ")
         );
     }
     Ok(())
