@@ -17,6 +17,20 @@ pub struct GatewayConfig {
     pub listen: SocketAddr,
     /// The policy store: a directory with `catalogue.yaml` and `rules/`.
     pub policy: PathBuf,
+    /// The security team's Ed25519 public key (a file holding `ed25519:<base64>`). When set,
+    /// the policy store must carry a valid signature (`policy.sig`, made by
+    /// `isnad policy sign`), at start and on every reload.
+    #[serde(default)]
+    pub policy_signing_key: Option<PathBuf>,
+    /// How often the policy store is checked for changes, in milliseconds; 0 turns polling off
+    /// (SIGHUP and `Admin.ReloadPolicy` still reload).
+    #[serde(default = "default_policy_poll_ms")]
+    pub policy_poll_ms: u64,
+    /// The secret the `hash` transform derives each consumer's key from: a file holding at
+    /// least 64 hex digits (32 bytes). Required when a rule uses `hash`; keep it the same on
+    /// every node and across restarts, or consumers' hashes stop matching.
+    #[serde(default)]
+    pub hash_key: Option<PathBuf>,
     /// The federation CA and this node's certificate and key.
     pub tls: TlsPaths,
     /// Provider endpoints that override the catalogue's, by agency id (a deployment detail:
@@ -86,6 +100,10 @@ impl Limits {
     }
 }
 
+fn default_policy_poll_ms() -> u64 {
+    1000
+}
+
 impl GatewayConfig {
     /// Reads a configuration file and resolves its relative paths.
     pub fn from_file(path: &Path) -> anyhow::Result<GatewayConfig> {
@@ -100,6 +118,12 @@ impl GatewayConfig {
             &mut config.tls.cert,
             &mut config.tls.key,
         ] {
+            *file = base.join(&*file);
+        }
+        for file in [&mut config.policy_signing_key, &mut config.hash_key]
+            .into_iter()
+            .flatten()
+        {
             *file = base.join(&*file);
         }
         Ok(config)

@@ -9,4 +9,5 @@
 pub mod cli;
 pub mod config;
 pub mod pipeline;
+pub mod policy_store;
 pub mod server;

@@ -1,21 +1,26 @@
-//! The gateway's gRPC server: `isnad.v1.Exchange`, gRPC health and server reflection, all over
-//! mutual TLS on one port.
+//! The gateway's gRPC server: `isnad.v1.Exchange`, `isnad.v1.Admin`, gRPC health and server
+//! reflection, all over mutual TLS on one port; and the policy reload triggers (polling the
+//! store, SIGHUP).
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
-use isnad_policy::PolicySet;
+use isnad_proto::errors;
+use isnad_proto::v1::admin_server::{Admin, AdminServer};
 use isnad_proto::v1::exchange_server::{Exchange, ExchangeServer};
-use isnad_proto::v1::{AttributesRequest, AttributesResponse};
+use isnad_proto::v1::{
+    AttributesRequest, AttributesResponse, PolicyStatusRequest, PolicyStatusResponse,
+    ReloadPolicyRequest, ReloadPolicyResponse,
+};
 use isnad_tls::server::AcceptLimits;
 use isnad_tls::{PeerInfo, TlsFiles};
 use tokio::net::TcpListener;
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 
 use crate::config::GatewayConfig;
-use crate::pipeline::{Pipeline, Upstreams};
+use crate::pipeline::{HashKey, Pipeline};
+use crate::policy_store::{PolicyStore, UpstreamSettings};
 
 /// The `Exchange` service: hands each request to the pipeline.
 #[derive(Debug, Clone)]
@@ -60,6 +65,77 @@ impl Exchange for ExchangeService {
     }
 }
 
+/// The `Admin` service: policy reload and status, for admin identities only.
+#[derive(Debug, Clone)]
+pub struct AdminService {
+    store: Arc<PolicyStore>,
+}
+
+impl AdminService {
+    /// Only `spiffe://<federation>/admin/<name>` may call.
+    fn authorize<T>(&self, request: &Request<T>) -> Result<String, Status> {
+        let federation = self.store.current().policy.catalogue().federation.clone();
+        let peer = request.extensions().get::<Arc<PeerInfo>>();
+        match peer.map(|peer| &peer.identity) {
+            Some(Ok(id)) if id.trust_domain() == federation && id.path().starts_with("admin/") => {
+                Ok(id.as_str().to_owned())
+            }
+            Some(Ok(id)) => Err(errors::status(
+                Code::PermissionDenied,
+                "not_admin",
+                format!("{id} is not an admin identity (spiffe://{federation}/admin/<name>)"),
+            )),
+            _ => Err(errors::status(
+                Code::Unauthenticated,
+                "no_spiffe_id",
+                "the client certificate has no usable SPIFFE ID",
+            )),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn reload_policy(
+        &self,
+        request: Request<ReloadPolicyRequest>,
+    ) -> Result<Response<ReloadPolicyResponse>, Status> {
+        let caller = self.authorize(&request)?;
+        let store = self.store.clone();
+        let trigger = format!("Admin.ReloadPolicy by {caller}");
+        let outcome = tokio::task::spawn_blocking(move || store.reload(&trigger))
+            .await
+            .map_err(|_| errors::status(Code::Internal, "internal", "the reload task failed"))?;
+        match outcome {
+            Ok(reloaded) => Ok(Response::new(ReloadPolicyResponse {
+                revision: reloaded.revision,
+                previous_revision: reloaded.previous,
+                changed: reloaded.changed,
+                rules: u32::try_from(reloaded.rules).unwrap_or(u32::MAX),
+            })),
+            Err(error) => Err(errors::status(
+                Code::FailedPrecondition,
+                error.reason(),
+                format!("the policy store was refused; the running policy stays.\n{error}"),
+            )),
+        }
+    }
+
+    async fn policy_status(
+        &self,
+        request: Request<PolicyStatusRequest>,
+    ) -> Result<Response<PolicyStatusResponse>, Status> {
+        self.authorize(&request)?;
+        let current = self.store.current();
+        Ok(Response::new(PolicyStatusResponse {
+            revision: current.policy.revision().to_string(),
+            rules: u32::try_from(current.policy.rule_count()).unwrap_or(u32::MAX),
+            loaded_at: Some(current.loaded_at.into()),
+            last_error: self.store.last_error().unwrap_or_default(),
+        }))
+    }
+}
+
 /// A gateway ready to serve: configuration checked, policy compiled, TLS material loaded.
 #[derive(Debug)]
 pub struct Gateway {
@@ -67,42 +143,80 @@ pub struct Gateway {
     tls: rustls::ServerConfig,
     accept: AcceptLimits,
     max_concurrent_streams: u32,
+    policy_poll: Option<Duration>,
+}
+
+fn read_hash_key(path: &std::path::Path) -> anyhow::Result<HashKey> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("hash key {}: {e}", path.display()))?;
+    let hex = text.trim();
+    let bytes = (0..hex.len())
+        .step_by(2)
+        .map(|i| {
+            hex.get(i..i + 2)
+                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+        })
+        .collect::<Option<Vec<u8>>>()
+        .filter(|_| hex.len() % 2 == 0)
+        .ok_or_else(|| anyhow::anyhow!("hash key {}: not hex digits", path.display()))?;
+    HashKey::new(&bytes).map_err(|e| anyhow::anyhow!("hash key {}: {e}", path.display()))
 }
 
 impl Gateway {
     /// Loads everything the configuration names; any error stops here, before serving.
     pub fn load(config: &GatewayConfig) -> anyhow::Result<Gateway> {
-        let policy = PolicySet::load_dir(&config.policy)
-            .map_err(|errors| anyhow::anyhow!("policy {}: {errors}", config.policy.display()))?;
         let material = TlsFiles {
             ca: config.tls.ca.clone(),
             cert: config.tls.cert.clone(),
             key: config.tls.key.clone(),
         }
         .load()?;
-        let upstreams = Upstreams::new(
-            policy.catalogue(),
-            &config.upstreams,
-            &material,
-            config.limits.upstream_connections,
-        )?;
+        let tls = isnad_tls::policy::server_config(&material)?;
+        let signing_key = match &config.policy_signing_key {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("policy signing key {}: {e}", path.display()))?;
+                Some(
+                    isnad_policy::VerifyingKey::parse(&text).map_err(|e| {
+                        anyhow::anyhow!("policy signing key {}: {e}", path.display())
+                    })?,
+                )
+            }
+            None => None,
+        };
+        let hash_key = config.hash_key.as_deref().map(read_hash_key).transpose()?;
+        let store = PolicyStore::load(
+            config.policy.clone(),
+            signing_key,
+            hash_key.is_some(),
+            UpstreamSettings {
+                overrides: config.upstreams.clone(),
+                material,
+                connections: config.limits.upstream_connections,
+            },
+        )
+        .map_err(|error| anyhow::anyhow!("policy {}: {error}", config.policy.display()))?;
+        let current = store.current();
         tracing::info!(
-            revision = %policy.revision(),
-            rules = policy.rule_count(),
+            revision = %current.policy.revision(),
+            rules = current.policy.rule_count(),
+            signed = config.policy_signing_key.is_some(),
             "policy loaded"
         );
         Ok(Gateway {
             pipeline: Arc::new(Pipeline {
-                policy: Arc::new(ArcSwap::from_pointee(policy)),
-                upstreams,
+                store: Arc::new(store),
                 limits: config.limits,
+                hash_key,
             }),
-            tls: isnad_tls::policy::server_config(&material)?,
+            tls,
             accept: AcceptLimits {
                 handshake_timeout: Duration::from_millis(config.limits.handshake_timeout_ms),
                 ..AcceptLimits::default()
             },
             max_concurrent_streams: config.limits.max_concurrent_streams,
+            policy_poll: (config.policy_poll_ms > 0)
+                .then(|| Duration::from_millis(config.policy_poll_ms)),
         })
     }
 
@@ -113,8 +227,11 @@ impl Gateway {
         shutdown: impl Future<Output = ()> + Send,
     ) -> anyhow::Result<()> {
         let max_request_bytes = self.pipeline.limits.max_request_bytes;
+        let store = self.pipeline.store.clone();
+        let reloads = spawn_reload_triggers(store.clone(), self.policy_poll)?;
         // The transport refuses anything far larger outright; up to 4x the limit a request is
         // decoded so the admit step can refuse it with a precise reason code.
+        let admin = AdminServer::new(AdminService { store });
         let exchange = ExchangeServer::new(ExchangeService {
             pipeline: self.pipeline,
         })
@@ -128,15 +245,54 @@ impl Gateway {
             .build_v1()?;
         let incoming =
             isnad_tls::server::incoming(listener, isnad_tls::server::shared(self.tls), self.accept);
-        tonic::transport::Server::builder()
+        let served = tonic::transport::Server::builder()
             .max_concurrent_streams(self.max_concurrent_streams)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .add_service(health)
             .add_service(reflection)
             .add_service(exchange)
+            .add_service(admin)
             .serve_with_incoming_shutdown(incoming, shutdown)
-            .await?;
+            .await;
+        for task in reloads {
+            task.abort();
+        }
+        served?;
         Ok(())
     }
+}
+
+/// Starts the reload triggers: polling the store every `poll` (if set) and SIGHUP.
+fn spawn_reload_triggers(
+    store: Arc<PolicyStore>,
+    poll: Option<Duration>,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let mut tasks = Vec::new();
+    if let Some(every) = poll {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                let store = store.clone();
+                let _ = tokio::task::spawn_blocking(move || store.poll()).await;
+            }
+        }));
+    }
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangups = signal(SignalKind::hangup())
+            .map_err(|e| anyhow::anyhow!("cannot listen for SIGHUP: {e}"))?;
+        tasks.push(tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                let store = store.clone();
+                let _ = tokio::task::spawn_blocking(move || store.reload("SIGHUP")).await;
+            }
+        }));
+    }
+    Ok(tasks)
 }

@@ -3,14 +3,17 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use time::{Date, OffsetDateTime};
+
 use crate::error::LoadErrors;
-use crate::load::{self, Treatment};
-use crate::model::{Agency, Catalogue, Dataset, PolicyRevision, RuleId};
+use crate::load::{self, Sources};
+use crate::model::{Agency, AgencyId, Catalogue, Dataset, PolicyRevision};
+use crate::rule::{Rule, RuleStatus, Transform, Treatment};
 
 /// Why a field was withheld. The codes are stable: clients and auditors match on them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum WithheldReason {
-    /// No rule grants the field to this consumer for this purpose (default deny).
+    /// No rule in force grants the field to this consumer for this purpose (default deny).
     NotGranted,
     /// A rule denies the field.
     DeniedByRule,
@@ -27,23 +30,64 @@ impl WithheldReason {
             WithheldReason::UnknownField => "unknown_field",
         }
     }
+
+    /// The reason a code names.
+    pub fn from_code(code: &str) -> Option<WithheldReason> {
+        [
+            WithheldReason::NotGranted,
+            WithheldReason::DeniedByRule,
+            WithheldReason::UnknownField,
+        ]
+        .into_iter()
+        .find(|reason| reason.code() == code)
+    }
 }
 
 /// The decision for one requested field.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FieldDecision {
-    /// Release the field as the provider holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldDecision<'p> {
+    /// Release the field, as held or transformed.
     Release {
-        /// The rule that allows it.
-        rule: RuleId,
+        /// The rule that releases it (its legal basis says whether consent is needed).
+        rule: &'p Rule,
+        /// The form it is released in; `None` as the provider holds it.
+        transform: Option<&'p Transform>,
     },
     /// Withhold the field.
     Withhold {
         /// Why.
         reason: WithheldReason,
         /// The rule that decided, if one did.
-        rule: Option<RuleId>,
+        rule: Option<&'p Rule>,
     },
+}
+
+impl<'p> FieldDecision<'p> {
+    /// The rule that decided, if one did.
+    pub fn rule(&self) -> Option<&'p Rule> {
+        match *self {
+            FieldDecision::Release { rule, .. } => Some(rule),
+            FieldDecision::Withhold { rule, .. } => rule,
+        }
+    }
+
+    /// Whether the field is released.
+    pub fn is_released(&self) -> bool {
+        matches!(self, FieldDecision::Release { .. })
+    }
+
+    /// The treatment that was applied, as in a rule: `allow`, a transform, or `deny` for any
+    /// withheld field.
+    pub fn treatment_text(&self) -> String {
+        match self {
+            FieldDecision::Release {
+                transform: Some(transform),
+                ..
+            } => transform.to_string(),
+            FieldDecision::Release { .. } => "allow".to_owned(),
+            FieldDecision::Withhold { .. } => "deny".to_owned(),
+        }
+    }
 }
 
 /// Why a whole request is refused before any field is considered.
@@ -55,7 +99,7 @@ pub enum Refusal {
     UnknownPurpose,
     /// The caller is not an agency of the catalogue.
     UnknownConsumer,
-    /// No rule gives this consumer anything from this dataset for this purpose.
+    /// No enforced rule gives this consumer anything from this dataset for this purpose.
     NoRule,
 }
 
@@ -69,6 +113,18 @@ impl Refusal {
             Refusal::NoRule => "no_rule",
         }
     }
+
+    /// The refusal a code names.
+    pub fn from_code(code: &str) -> Option<Refusal> {
+        [
+            Refusal::UnknownDataset,
+            Refusal::UnknownPurpose,
+            Refusal::UnknownConsumer,
+            Refusal::NoRule,
+        ]
+        .into_iter()
+        .find(|refusal| refusal.code() == code)
+    }
 }
 
 /// The decisions for one request.
@@ -79,58 +135,86 @@ pub struct Decision<'p> {
     /// Its provider agency.
     pub provider: &'p Agency,
     /// One decision per requested field, in request order.
-    pub fields: Vec<(String, FieldDecision)>,
+    pub fields: Vec<FieldDecision<'p>>,
+    /// When a shadow rule applies to this consumer, dataset and purpose: what the decisions
+    /// would be with the shadow rules in force, one per requested field. Report it; never
+    /// enforce it.
+    pub shadow: Option<Vec<FieldDecision<'p>>>,
 }
 
-/// What the rules for one (consumer, dataset, purpose) do with each field; deny already applied.
+/// A rule's treatment of one field, by index into the set's rules.
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    rule: u32,
+    field: u32,
+}
+
+/// The rules that treat one field for one (consumer, dataset, purpose), in file order.
+#[derive(Debug, Default)]
+struct FieldRules {
+    enforce: Vec<Candidate>,
+    shadow: Vec<Candidate>,
+}
+
+/// Everything the rules say about one (consumer, dataset, purpose).
 #[derive(Debug, Default)]
 struct Grant {
-    fields: HashMap<String, FieldDecision>,
+    fields: HashMap<String, FieldRules>,
+    enforced: bool,
+    shadowed: bool,
 }
+
+type Table = HashMap<AgencyId, HashMap<String, HashMap<String, Grant>>>;
 
 /// An immutable, compiled policy store. Cheap to share; replaced whole on reload.
 #[derive(Debug)]
 pub struct PolicySet {
     catalogue: Catalogue,
     revision: PolicyRevision,
-    rule_count: usize,
+    rules: Vec<Rule>,
+    members: std::collections::BTreeMap<String, Vec<AgencyId>>,
     /// consumer -> dataset -> purpose -> grant; nested so lookups borrow the request's strings.
-    table: HashMap<String, HashMap<String, HashMap<String, Grant>>>,
+    table: Table,
+}
+
+/// Today in UTC, the day rule windows are checked against.
+pub fn today_utc() -> Date {
+    OffsetDateTime::now_utc().date()
 }
 
 impl PolicySet {
-    /// Loads, validates and compiles the store in `dir` (`catalogue.yaml` and `rules/*.yaml`).
+    /// Loads, validates and compiles the store in `dir` as of today (UTC).
     pub fn load_dir(dir: &Path) -> Result<PolicySet, LoadErrors> {
-        let store = load::load_dir(dir)?;
-        let rule_count = store.rules.len();
-        let mut table: HashMap<String, HashMap<String, HashMap<String, Grant>>> = HashMap::new();
-        for rule in &store.rules {
-            for consumer in &rule.consumers {
+        PolicySet::compile(&Sources::read_dir(dir)?, today_utc())
+    }
+
+    /// Validates and compiles `sources` as of `today`: a rule whose window ended before it is an
+    /// error.
+    pub fn compile(sources: &Sources, today: Date) -> Result<PolicySet, LoadErrors> {
+        let store = load::load(sources, today)?;
+        let mut table = Table::new();
+        for (index, rule) in store.rules.iter().enumerate() {
+            for consumer in store.members(&rule.consumer) {
                 let grant = table
-                    .entry(consumer.as_str().to_owned())
+                    .entry(consumer.clone())
                     .or_default()
                     .entry(rule.dataset.as_str().to_owned())
                     .or_default()
                     .entry(rule.purpose.as_str().to_owned())
                     .or_default();
-                for (field, treatment) in &rule.fields {
-                    let decision = match treatment {
-                        Treatment::Allow => FieldDecision::Release {
-                            rule: rule.id.clone(),
-                        },
-                        Treatment::Deny => FieldDecision::Withhold {
-                            reason: WithheldReason::DeniedByRule,
-                            rule: Some(rule.id.clone()),
-                        },
+                let shadow = rule.status == RuleStatus::Shadow;
+                grant.enforced |= !shadow;
+                grant.shadowed |= shadow;
+                for (field_index, (field, _)) in rule.fields.iter().enumerate() {
+                    let rules = grant.fields.entry(field.clone()).or_default();
+                    let candidate = Candidate {
+                        rule: index as u32,
+                        field: field_index as u32,
                     };
-                    // Deny wins; between two allows the first rule (in file order) is reported.
-                    match grant.fields.get(field) {
-                        Some(FieldDecision::Withhold { .. }) => {}
-                        Some(FieldDecision::Release { .. })
-                            if matches!(decision, FieldDecision::Release { .. }) => {}
-                        _ => {
-                            grant.fields.insert(field.clone(), decision);
-                        }
+                    if shadow {
+                        rules.shadow.push(candidate);
+                    } else {
+                        rules.enforce.push(candidate);
                     }
                 }
             }
@@ -138,7 +222,8 @@ impl PolicySet {
         Ok(PolicySet {
             catalogue: store.catalogue,
             revision: store.revision,
-            rule_count,
+            rules: store.rules,
+            members: store.members,
             table,
         })
     }
@@ -153,20 +238,85 @@ impl PolicySet {
         &self.revision
     }
 
-    /// How many rules the store holds.
+    /// How many rules the store holds (enforced and shadow).
     pub fn rule_count(&self) -> usize {
-        self.rule_count
+        self.rules.len()
+    }
+
+    /// The rules, in file order.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// The agencies a group or agency id names (empty if it names none).
+    pub fn members(&self, consumer: &str) -> &[AgencyId] {
+        self.members.get(consumer).map_or(&[], Vec::as_slice)
     }
 
     /// Decides, for each requested field, whether `consumer` may receive it from `dataset` for
-    /// `purpose`. Default deny.
+    /// `purpose` on `today`, and in which form. Default deny; `deny` wins; a rule outside its
+    /// window does not apply.
     pub fn decide<'p, S: AsRef<str>>(
         &'p self,
         consumer: &str,
         dataset: &str,
         purpose: &str,
         fields: &[S],
+        today: Date,
     ) -> Result<Decision<'p>, Refusal> {
+        let (dataset, provider) = self.check(consumer, dataset, purpose)?;
+        let grant = self
+            .grant(consumer, dataset.id.as_str(), purpose)
+            .filter(|grant| grant.enforced)
+            .ok_or(Refusal::NoRule)?;
+        let decisions = fields
+            .iter()
+            .map(|field| self.decide_field(dataset, grant, field.as_ref(), today, false))
+            .collect();
+        let shadow = grant.shadowed.then(|| {
+            fields
+                .iter()
+                .map(|field| self.decide_field(dataset, grant, field.as_ref(), today, true))
+                .collect()
+        });
+        Ok(Decision {
+            dataset,
+            provider,
+            fields: decisions,
+            shadow,
+        })
+    }
+
+    /// What the shadow rules would decide for a request, if any shadow rule applies to its
+    /// consumer, dataset and purpose. [`PolicySet::decide`] reports the same in
+    /// [`Decision::shadow`]; this also answers when no enforced rule applies (the request is
+    /// refused with [`Refusal::NoRule`], and a shadow rule is trying out a new grant).
+    pub fn decide_shadow<'p, S: AsRef<str>>(
+        &'p self,
+        consumer: &str,
+        dataset: &str,
+        purpose: &str,
+        fields: &[S],
+        today: Date,
+    ) -> Option<Vec<FieldDecision<'p>>> {
+        let (dataset, _) = self.check(consumer, dataset, purpose).ok()?;
+        let grant = self
+            .grant(consumer, dataset.id.as_str(), purpose)
+            .filter(|grant| grant.shadowed)?;
+        Some(
+            fields
+                .iter()
+                .map(|field| self.decide_field(dataset, grant, field.as_ref(), today, true))
+                .collect(),
+        )
+    }
+
+    fn check(
+        &self,
+        consumer: &str,
+        dataset: &str,
+        purpose: &str,
+    ) -> Result<(&Dataset, &Agency), Refusal> {
         let dataset = self
             .catalogue
             .datasets
@@ -183,38 +333,94 @@ impl PolicySet {
             .agencies
             .get(dataset.provider.as_str())
             .ok_or(Refusal::UnknownDataset)?;
-        let grant = self
-            .table
-            .get(consumer)
-            .and_then(|by_dataset| by_dataset.get(dataset.id.as_str()))
-            .and_then(|by_purpose| by_purpose.get(purpose))
-            .ok_or(Refusal::NoRule)?;
-        let fields = fields
-            .iter()
-            .map(|field| {
-                let field = field.as_ref();
-                let decision = if !dataset.fields.contains_key(field) {
-                    FieldDecision::Withhold {
-                        reason: WithheldReason::UnknownField,
-                        rule: None,
-                    }
-                } else {
-                    grant
-                        .fields
-                        .get(field)
-                        .cloned()
-                        .unwrap_or(FieldDecision::Withhold {
-                            reason: WithheldReason::NotGranted,
-                            rule: None,
-                        })
-                };
-                (field.to_owned(), decision)
-            })
-            .collect();
-        Ok(Decision {
-            dataset,
-            provider,
-            fields,
+        Ok((dataset, provider))
+    }
+
+    fn grant(&self, consumer: &str, dataset: &str, purpose: &str) -> Option<&Grant> {
+        self.table.get(consumer)?.get(dataset)?.get(purpose)
+    }
+
+    fn treatment(&self, candidate: Candidate) -> (&Rule, &Treatment) {
+        let rule = &self.rules[candidate.rule as usize];
+        (rule, &rule.fields[candidate.field as usize].1)
+    }
+
+    /// Deny in force wins; else the first release in force (with `shadow`, a shadow rule's
+    /// release before an enforced one's, so a shadow rule can try a new form); else not granted.
+    fn decide_field<'p>(
+        &'p self,
+        dataset: &Dataset,
+        grant: &'p Grant,
+        field: &str,
+        today: Date,
+        shadow: bool,
+    ) -> FieldDecision<'p> {
+        if !dataset.fields.contains_key(field) {
+            return FieldDecision::Withhold {
+                reason: WithheldReason::UnknownField,
+                rule: None,
+            };
+        }
+        let Some(rules) = grant.fields.get(field) else {
+            return FieldDecision::Withhold {
+                reason: WithheldReason::NotGranted,
+                rule: None,
+            };
+        };
+        let shadow_rules: &[Candidate] = if shadow { &rules.shadow } else { &[] };
+        let mut release = None;
+        for &candidate in shadow_rules.iter().chain(&rules.enforce) {
+            let (rule, treatment) = self.treatment(candidate);
+            if !rule.window.contains(today) {
+                continue;
+            }
+            match treatment {
+                Treatment::Deny => {
+                    return FieldDecision::Withhold {
+                        reason: WithheldReason::DeniedByRule,
+                        rule: Some(rule),
+                    };
+                }
+                Treatment::Allow => {
+                    release.get_or_insert(FieldDecision::Release {
+                        rule,
+                        transform: None,
+                    });
+                }
+                Treatment::Transform(transform) => {
+                    release.get_or_insert(FieldDecision::Release {
+                        rule,
+                        transform: Some(transform),
+                    });
+                }
+            }
+        }
+        release.unwrap_or(FieldDecision::Withhold {
+            reason: WithheldReason::NotGranted,
+            rule: None,
         })
+    }
+
+    /// Every rule, enforced or shadow, that treats `field` for this consumer, dataset and
+    /// purpose, in the order they are considered, with its treatment: what `explain` shows.
+    pub fn rules_for<'p>(
+        &'p self,
+        consumer: &str,
+        dataset: &str,
+        purpose: &str,
+        field: &str,
+    ) -> Vec<(&'p Rule, &'p Treatment)> {
+        let Some(rules) = self
+            .grant(consumer, dataset, purpose)
+            .and_then(|grant| grant.fields.get(field))
+        else {
+            return Vec::new();
+        };
+        rules
+            .enforce
+            .iter()
+            .chain(&rules.shadow)
+            .map(|&candidate| self.treatment(candidate))
+            .collect()
     }
 }

@@ -6,51 +6,48 @@ use std::path::{Path, PathBuf};
 use serde_saphyr::{Location, Spanned};
 use sha2::{Digest, Sha256};
 
+use time::Date;
+
 use crate::error::{LoadErrors, PolicyError};
 use crate::model::{
     Agency, AgencyId, Catalogue, Dataset, DatasetId, Field, PolicyRevision, Purpose, PurposeId,
     RuleId,
 };
-use crate::source::{CatalogueDoc, GroupDoc, RulesDoc};
+use crate::rule::{LegalBasis, Rule, RuleStatus, SourceLocation, Treatment, Window};
+use crate::source::{CatalogueDoc, GroupDoc, RuleDoc, RulesDoc, TreatmentDoc};
 
 /// A policy file larger than this is refused before it is parsed.
-const MAX_FILE_BYTES: u64 = 4 << 20;
+pub(crate) const MAX_FILE_BYTES: u64 = 4 << 20;
+/// At most this many rule files.
+const MAX_RULE_FILES: usize = 10_000;
 const CATALOGUE_FILE: &str = "catalogue.yaml";
 const RULES_DIR: &str = "rules";
 
-/// What a validated rule grants, before compilation into the decision table.
-#[derive(Debug)]
-pub(crate) struct Rule {
-    pub(crate) id: RuleId,
-    pub(crate) consumers: Vec<AgencyId>,
-    pub(crate) dataset: DatasetId,
-    pub(crate) purpose: PurposeId,
-    pub(crate) fields: BTreeMap<String, Treatment>,
-}
-
-/// What a rule does with a field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Treatment {
-    Allow,
-    Deny,
-}
-
-/// A validated store: the catalogue, the rules, and the revision of the content.
+/// A validated store: the catalogue, its groups, the rules, and the revision of the content.
 #[derive(Debug)]
 pub(crate) struct Store {
     pub(crate) catalogue: Catalogue,
+    /// Group or agency id -> the agencies it names.
+    pub(crate) members: BTreeMap<String, Vec<AgencyId>>,
     pub(crate) rules: Vec<Rule>,
     pub(crate) revision: PolicyRevision,
 }
 
+impl Store {
+    /// The agencies a rule's consumer names.
+    pub(crate) fn members(&self, consumer: &str) -> &[AgencyId] {
+        self.members.get(consumer).map_or(&[], Vec::as_slice)
+    }
+}
+
 /// Collects errors against one file.
-struct Report<'a> {
-    file: &'a Path,
-    errors: &'a mut Vec<PolicyError>,
+pub(crate) struct Report<'a> {
+    pub(crate) file: &'a Path,
+    pub(crate) errors: &'a mut Vec<PolicyError>,
 }
 
 impl Report<'_> {
-    fn at(&mut self, location: Location, message: impl Into<String>) {
+    pub(crate) fn at(&mut self, location: Location, message: impl Into<String>) {
         self.errors.push(PolicyError {
             file: self.file.to_owned(),
             line: location.line() as u32,
@@ -59,7 +56,7 @@ impl Report<'_> {
         });
     }
 
-    fn whole(&mut self, message: impl Into<String>) {
+    pub(crate) fn whole(&mut self, message: impl Into<String>) {
         self.errors.push(PolicyError {
             file: self.file.to_owned(),
             line: 0,
@@ -69,143 +66,261 @@ impl Report<'_> {
     }
 }
 
-pub(crate) fn load_dir(dir: &Path) -> Result<Store, LoadErrors> {
-    let mut errors = Vec::new();
-    let mut hasher = Sha256::new();
+/// The files of a policy store, read but not yet parsed: `catalogue.yaml` and `rules/*.yaml`
+/// (also `*.yml`), by relative path. Their canonical content, which the revision hashes and a
+/// signature signs, is the domain tag `isnad-policy-v1` followed, for every file in path order,
+/// by the path's length (u64, big-endian), the path (UTF-8, `/`-separated), the content's
+/// length and the content's exact bytes. Comments and formatting are part of it on purpose: a
+/// reviewer approves the bytes in the pull request, so the revision and the signature name
+/// exactly those bytes. `tests/` and `policy.sig` are not part of the content.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    files: BTreeMap<String, Vec<u8>>,
+}
 
-    let catalogue_path = PathBuf::from(CATALOGUE_FILE);
-    let catalogue = read(dir, &catalogue_path, &mut hasher, &mut errors)
-        .and_then(|text| parse::<CatalogueDoc>(&catalogue_path, &text, &mut errors))
-        .map(|doc| {
-            let mut report = Report {
-                file: &catalogue_path,
-                errors: &mut errors,
-            };
-            build_catalogue(doc, &mut report)
-        });
-
-    let mut rule_files = Vec::new();
-    match std::fs::read_dir(dir.join(RULES_DIR)) {
-        Ok(entries) => {
-            for entry in entries.flatten() {
-                let name = entry.file_name();
-                let name = name.to_string_lossy();
-                if name.ends_with(".yaml") || name.ends_with(".yml") {
-                    rule_files.push(Path::new(RULES_DIR).join(name.as_ref()));
+impl Sources {
+    /// Reads the store in `dir`. Fails with every file it could not read.
+    pub fn read_dir(dir: &Path) -> Result<Sources, LoadErrors> {
+        let mut errors = Vec::new();
+        let mut sources = Sources::default();
+        let mut names = vec![CATALOGUE_FILE.to_owned()];
+        match std::fs::read_dir(dir.join(RULES_DIR)) {
+            Ok(entries) => {
+                let mut rules = Vec::new();
+                for entry in entries {
+                    let entry = match entry {
+                        Ok(entry) => entry,
+                        Err(error) => {
+                            errors.push(whole_file(RULES_DIR, format!("cannot list: {error}")));
+                            continue;
+                        }
+                    };
+                    let name = entry.file_name();
+                    let Some(name) = name.to_str() else {
+                        errors.push(whole_file(
+                            RULES_DIR,
+                            format!("file name {name:?} is not UTF-8; rename it"),
+                        ));
+                        continue;
+                    };
+                    if name.ends_with(".yaml") || name.ends_with(".yml") {
+                        rules.push(format!("{RULES_DIR}/{name}"));
+                    }
                 }
+                if rules.len() > MAX_RULE_FILES {
+                    errors.push(whole_file(
+                        RULES_DIR,
+                        format!(
+                            "{} rule files; a store is limited to {MAX_RULE_FILES}",
+                            rules.len()
+                        ),
+                    ));
+                    rules.clear();
+                }
+                names.extend(rules);
+            }
+            Err(error) => errors.push(whole_file(
+                RULES_DIR,
+                format!("cannot read the rules directory: {error}"),
+            )),
+        }
+        for name in names {
+            let path = dir.join(&name);
+            let read = std::fs::File::open(&path).and_then(|file| {
+                use std::io::Read;
+                let mut bytes = Vec::new();
+                // One byte more than the limit tells a file over it, without reading it all.
+                file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
+                Ok(bytes)
+            });
+            match read {
+                Ok(bytes) if bytes.len() as u64 > MAX_FILE_BYTES => errors.push(whole_file(
+                    &name,
+                    format!("larger than {MAX_FILE_BYTES} bytes, the limit for a policy file"),
+                )),
+                Ok(bytes) => {
+                    sources.files.insert(name, bytes);
+                }
+                Err(error) => errors.push(whole_file(&name, format!("cannot read: {error}"))),
             }
         }
-        Err(error) => errors.push(PolicyError {
-            file: PathBuf::from(RULES_DIR),
-            line: 0,
-            column: 0,
-            message: format!("cannot read the rules directory: {error}"),
-        }),
+        if errors.is_empty() {
+            Ok(sources)
+        } else {
+            Err(LoadErrors(errors))
+        }
     }
-    rule_files.sort();
+
+    /// A store from memory: `catalogue.yaml` and files named `rules/<name>.yaml`. For tests and
+    /// fuzzing; other names are ignored.
+    pub fn from_files<N: Into<String>, B: Into<Vec<u8>>>(
+        files: impl IntoIterator<Item = (N, B)>,
+    ) -> Sources {
+        let files = files
+            .into_iter()
+            .map(|(name, bytes)| (name.into(), bytes.into()))
+            .filter(|(name, _)| {
+                name == CATALOGUE_FILE
+                    || name
+                        .strip_prefix("rules/")
+                        .is_some_and(|rest| !rest.contains('/'))
+            })
+            .collect();
+        Sources { files }
+    }
+
+    /// The SHA-256 of the canonical content.
+    pub fn revision(&self) -> PolicyRevision {
+        let mut hasher = Sha256::new();
+        hasher.update(b"isnad-policy-v1");
+        for (name, bytes) in &self.files {
+            hasher.update((name.len() as u64).to_be_bytes());
+            hasher.update(name.as_bytes());
+            hasher.update((bytes.len() as u64).to_be_bytes());
+            hasher.update(bytes);
+        }
+        PolicyRevision::from_digest(hasher.finalize().into())
+    }
+
+    /// The files, by relative path.
+    pub fn files(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.files.iter().map(|(n, b)| (n.as_str(), b.as_slice()))
+    }
+}
+
+fn whole_file(file: &str, message: String) -> PolicyError {
+    PolicyError {
+        file: PathBuf::from(file),
+        line: 0,
+        column: 0,
+        message,
+    }
+}
+
+/// Parses and validates `sources` as of `today` (windows that ended before it are errors).
+pub(crate) fn load(sources: &Sources, today: Date) -> Result<Store, LoadErrors> {
+    let mut errors = Vec::new();
+    let catalogue_path = PathBuf::from(CATALOGUE_FILE);
+    let catalogue = match sources.files.get(CATALOGUE_FILE) {
+        Some(bytes) => text(&catalogue_path, bytes, &mut errors)
+            .and_then(|text| parse::<CatalogueDoc>(&catalogue_path, text, &mut errors))
+            .map(|doc| {
+                let mut report = Report {
+                    file: &catalogue_path,
+                    errors: &mut errors,
+                };
+                build_catalogue(doc, &mut report)
+            }),
+        None => {
+            errors.push(whole_file(
+                CATALOGUE_FILE,
+                "missing: a store needs a catalogue".into(),
+            ));
+            None
+        }
+    };
 
     let mut rules = Vec::new();
-    let mut rule_ids: BTreeMap<String, (PathBuf, Location)> = BTreeMap::new();
-    for file in &rule_files {
-        let Some(text) = read(dir, file, &mut hasher, &mut errors) else {
+    let mut rule_ids: BTreeMap<String, SourceLocation> = BTreeMap::new();
+    for (name, bytes) in &sources.files {
+        if name == CATALOGUE_FILE {
+            continue;
+        }
+        let file = PathBuf::from(name);
+        let Some(text) = text(&file, bytes, &mut errors) else {
             continue;
         };
-        let Some(doc) = parse::<RulesDoc>(file, &text, &mut errors) else {
+        let Some(doc) = parse::<RulesDoc>(&file, text, &mut errors) else {
             continue;
-        };
-        let mut report = Report {
-            file,
-            errors: &mut errors,
         };
         let Some(catalogue) = &catalogue else {
             continue;
         };
+        let mut report = Report {
+            file: &file,
+            errors: &mut errors,
+        };
         for rule in doc.rules {
             let id = &rule.value.id;
-            if let Some((first_file, first)) = rule_ids.get(&id.value) {
+            let here = location(&file, id.referenced);
+            if let Some(first) = rule_ids.get(&id.value) {
                 report.at(
                     id.referenced,
                     format!(
-                        "duplicate rule id {:?}: already used at {}:{}:{}",
-                        id.value,
-                        first_file.display(),
-                        first.line(),
-                        first.column()
+                        "duplicate rule id {:?}: already used at {first}; rule ids are stable \
+                         names that decisions and audit records refer to, so each must be unique",
+                        id.value
                     ),
                 );
             } else {
-                rule_ids.insert(id.value.clone(), (file.clone(), id.referenced));
+                rule_ids.insert(id.value.clone(), here);
             }
-            if let Some(rule) = build_rule(rule, catalogue, &mut report) {
+            if let Some(rule) = build_rule(rule, catalogue, today, &mut report) {
                 rules.push(rule);
             }
         }
     }
 
     match catalogue {
-        Some(catalogue) if errors.is_empty() => Ok(Store {
-            catalogue: catalogue.catalogue,
-            rules,
-            revision: PolicyRevision::from_digest(&hasher.finalize()),
-        }),
+        Some(built) if errors.is_empty() => {
+            let mut members = built.groups;
+            for id in built.catalogue.agencies.keys() {
+                members.insert(id.as_str().to_owned(), vec![id.clone()]);
+            }
+            let store = Store {
+                catalogue: built.catalogue,
+                members,
+                rules,
+                revision: sources.revision(),
+            };
+            crate::conflict::check(&store, &mut errors);
+            if errors.is_empty() {
+                Ok(store)
+            } else {
+                Err(LoadErrors(errors))
+            }
+        }
         _ => Err(LoadErrors(errors)),
     }
 }
 
-/// Reads a file (bounded in size, UTF-8) and feeds it, with its name, into the revision hash.
-fn read(
-    dir: &Path,
-    file: &Path,
-    hasher: &mut Sha256,
-    errors: &mut Vec<PolicyError>,
-) -> Option<String> {
-    let mut report = Report { file, errors };
-    let path = dir.join(file);
-    match std::fs::metadata(&path) {
-        Ok(meta) if meta.len() > MAX_FILE_BYTES => {
-            report.whole(format!(
-                "file is {} bytes; policy files are limited to {MAX_FILE_BYTES}",
-                meta.len()
-            ));
-            return None;
-        }
-        Ok(_) => {}
-        Err(error) => {
-            report.whole(format!("cannot read: {error}"));
-            return None;
-        }
+pub(crate) fn location(file: &Path, at: Location) -> SourceLocation {
+    SourceLocation {
+        file: file.to_owned(),
+        line: at.line() as u32,
+        column: at.column() as u32,
     }
-    let bytes = match std::fs::read(&path) {
-        Ok(bytes) => bytes,
-        Err(error) => {
-            report.whole(format!("cannot read: {error}"));
-            return None;
-        }
-    };
-    // The revision covers every file's name and exact bytes, in name order.
-    let name = file.to_string_lossy();
-    hasher.update((name.len() as u64).to_be_bytes());
-    hasher.update(name.as_bytes());
-    hasher.update((bytes.len() as u64).to_be_bytes());
-    hasher.update(&bytes);
-    match String::from_utf8(bytes) {
+}
+
+/// The file as UTF-8 text.
+fn text<'a>(file: &Path, bytes: &'a [u8], errors: &mut Vec<PolicyError>) -> Option<&'a str> {
+    match std::str::from_utf8(bytes) {
         Ok(text) => Some(text),
         Err(error) => {
-            report.whole(format!(
-                "not valid UTF-8 (first bad byte at offset {})",
-                error.utf8_error().valid_up_to()
+            Report { file, errors }.whole(format!(
+                "not valid UTF-8 (first bad byte at offset {}); policy files are UTF-8 text",
+                error.valid_up_to()
             ));
             None
         }
     }
 }
 
-fn parse<T: serde::de::DeserializeOwned>(
+pub(crate) fn parse<T: serde::de::DeserializeOwned>(
     file: &Path,
     text: &str,
     errors: &mut Vec<PolicyError>,
 ) -> Option<T> {
-    let options = serde_saphyr::options! { with_snippet: false };
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_depth = 32;
+    budget.max_nodes = 2_000_000;
+    budget.max_documents = 1;
+    let options = serde_saphyr::options! {
+        with_snippet: false,
+        strict_booleans: true,
+        budget: Some(budget),
+        duplicate_keys: serde_saphyr::DuplicateKeyPolicy::Error,
+    };
     match serde_saphyr::from_str_with_options::<T>(text, options) {
         Ok(doc) => Some(doc),
         Err(error) => {
@@ -234,7 +349,7 @@ fn first_line(message: &str) -> String {
 }
 
 /// The catalogue and its groups, which rules may name instead of an agency.
-struct BuiltCatalogue {
+pub(crate) struct BuiltCatalogue {
     catalogue: Catalogue,
     groups: BTreeMap<String, Vec<AgencyId>>,
 }
@@ -460,10 +575,12 @@ fn group_members(
 }
 
 fn build_rule(
-    rule: Spanned<crate::source::RuleDoc>,
+    rule: Spanned<RuleDoc>,
     built: &BuiltCatalogue,
+    today: Date,
     report: &mut Report<'_>,
 ) -> Option<Rule> {
+    let at = rule.referenced;
     let doc = rule.value;
     let catalogue = &built.catalogue;
     let errors_before = report.errors.len();
@@ -474,11 +591,9 @@ fn build_rule(
             "rule id: use lowercase letters, digits, '-', '.', '_'",
         );
     }
-    let consumers = if let Some(agency) = catalogue.agencies.get(doc.consumer.value.as_str()) {
-        vec![agency.id.clone()]
-    } else if let Some(members) = built.groups.get(&doc.consumer.value) {
-        members.clone()
-    } else {
+    if !catalogue.agencies.contains_key(doc.consumer.value.as_str())
+        && !built.groups.contains_key(&doc.consumer.value)
+    {
         report.at(
             doc.consumer.referenced,
             format!(
@@ -486,13 +601,16 @@ fn build_rule(
                 doc.consumer.value
             ),
         );
-        Vec::new()
-    };
+    }
     let dataset = catalogue.datasets.get(doc.dataset.value.as_str());
     if dataset.is_none() {
         report.at(
             doc.dataset.referenced,
-            format!("unknown dataset {:?}", doc.dataset.value),
+            format!(
+                "unknown dataset {:?}; the catalogue has {}",
+                doc.dataset.value,
+                list(catalogue.datasets.keys().map(|d| d.as_str()))
+            ),
         );
     }
     if !catalogue.purposes.contains_key(doc.purpose.value.as_str()) {
@@ -504,47 +622,194 @@ fn build_rule(
             ),
         );
     }
-    if doc.fields.is_empty() {
-        report.at(rule.referenced, "the rule lists no fields");
-    }
-    let mut fields = BTreeMap::new();
-    for (name, treatment) in doc.fields {
-        if let Some(dataset) = dataset
-            && !dataset.fields.contains_key(&name)
-        {
-            report.at(
-                treatment.referenced,
-                format!("dataset {:?} has no field {name:?}", dataset.id.as_str()),
-            );
+
+    let reference = doc
+        .reference
+        .as_ref()
+        .map(|r| r.value.trim().to_owned())
+        .filter(|r| !r.is_empty());
+    let releases = doc
+        .fields
+        .values()
+        .any(|t| !matches!(&t.value, TreatmentDoc::Word(w) if w == "deny"));
+    let basis = match (&doc.legal_basis, reference) {
+        (None, _) => {
+            if releases {
+                report.at(
+                    at,
+                    "the rule releases fields, so it needs a `legal_basis:` \
+                     (consent, statute or court_order)",
+                );
+            }
+            None
         }
-        let treatment = match treatment.value.as_str() {
-            "allow" => Treatment::Allow,
-            "deny" => Treatment::Deny,
-            other @ ("mask" | "hash" | "derive" | "generalize") => {
+        (Some(basis), reference) => match (basis.value.as_str(), reference) {
+            ("consent", _) => Some(LegalBasis::Consent),
+            ("statute", Some(reference)) => Some(LegalBasis::Statute { reference }),
+            ("court_order", Some(reference)) => Some(LegalBasis::CourtOrder { reference }),
+            (name @ ("statute" | "court_order"), None) => {
                 report.at(
-                    treatment.referenced,
-                    format!("transform {other:?} is not implemented yet; use allow or deny"),
+                    basis.referenced,
+                    format!(
+                        "legal basis {name} needs a `reference:` naming the {}",
+                        if name == "statute" {
+                            "law and article"
+                        } else {
+                            "court order"
+                        }
+                    ),
                 );
-                continue;
+                None
             }
-            other => {
+            (other, _) => {
                 report.at(
-                    treatment.referenced,
-                    format!("unknown treatment {other:?}; use allow or deny"),
+                    basis.referenced,
+                    format!("unknown legal basis {other:?}; use consent, statute or court_order"),
                 );
-                continue;
+                None
             }
-        };
-        fields.insert(name, treatment);
+        },
+    };
+    let consent_required = match (&basis, &doc.consent_required) {
+        (Some(LegalBasis::Consent), Some(required)) if !required.value => {
+            report.at(
+                required.referenced,
+                "a rule whose legal basis is consent always requires consent; \
+                 remove `consent_required: false` or name the statute that allows the sharing",
+            );
+            true
+        }
+        (_, Some(required)) => required.value,
+        (basis, None) => matches!(basis, Some(LegalBasis::Consent)),
+    };
+
+    let mut day = |field: &Option<Spanned<String>>, key: &str| -> Option<Date> {
+        let spanned = field.as_ref()?;
+        let format = time::macros::format_description!("[year]-[month]-[day]");
+        match Date::parse(spanned.value.trim(), &format) {
+            Ok(day) => Some(day),
+            Err(_) => {
+                report.at(
+                    spanned.referenced,
+                    format!("{key} {:?} is not a date; write YYYY-MM-DD", spanned.value),
+                );
+                None
+            }
+        }
+    };
+    let window = Window {
+        from: day(&doc.valid_from, "valid_from"),
+        until: day(&doc.valid_until, "valid_until"),
+    };
+    if let (Some(from), Some(until)) = (window.from, window.until)
+        && until < from
+    {
+        let at = doc.valid_until.as_ref().map_or(at, |u| u.referenced);
+        report.at(
+            at,
+            format!("valid_until {until} is before valid_from {from}: the rule would never apply"),
+        );
     }
+    if let Some(until) = window.until
+        && until < today
+    {
+        let at = doc.valid_until.as_ref().map_or(at, |u| u.referenced);
+        report.at(
+            at,
+            format!(
+                "the rule expired on {until} (today is {today}); remove it, \
+                 or extend valid_until if its legal basis still holds"
+            ),
+        );
+    }
+
+    let status = match doc.status.as_ref().map(|s| s.value.as_str()) {
+        None | Some("enforce") => RuleStatus::Enforce,
+        Some("shadow") => RuleStatus::Shadow,
+        Some(other) => {
+            let at = doc.status.as_ref().map_or(at, |s| s.referenced);
+            report.at(
+                at,
+                format!("unknown status {other:?}; use enforce or shadow"),
+            );
+            RuleStatus::Enforce
+        }
+    };
+
+    if doc.fields.is_empty() {
+        report.at(at, "the rule lists no fields");
+    }
+    let rule_location = location(report.file, id.referenced);
+    let mut fields = Vec::with_capacity(doc.fields.len());
+    for (name, treatment) in doc.fields {
+        let field = dataset.and_then(|dataset| {
+            let field = dataset.fields.get(&name);
+            if field.is_none() {
+                report.at(
+                    treatment.referenced,
+                    format!(
+                        "dataset {:?} has no field {name:?}; it has {}",
+                        dataset.id.as_str(),
+                        list(dataset.fields.keys().map(String::as_str))
+                    ),
+                );
+            }
+            field
+        });
+        match crate::treatment::from_doc(&treatment.value) {
+            Ok(parsed) => {
+                if let (Treatment::Transform(transform), Some(field)) = (&parsed, field)
+                    && !transform.fits(field.field_type)
+                {
+                    report.at(
+                        treatment.referenced,
+                        format!(
+                            "{transform} does not fit field {name:?}, which is a {}; \
+                             it applies to {} fields",
+                            field.field_type.name(),
+                            transform.fitting_types()
+                        ),
+                    );
+                }
+                fields.push((name, parsed));
+            }
+            Err(message) => report.at(treatment.referenced, format!("field {name:?}: {message}")),
+        }
+    }
+
     if report.errors.len() > errors_before {
         return None;
     }
     Some(Rule {
         id: RuleId::new(doc.id.value),
-        consumers,
+        description: doc.description.trim().to_owned(),
+        consumer: doc.consumer.value,
         dataset: DatasetId::new(doc.dataset.value),
         purpose: PurposeId::new(doc.purpose.value),
+        basis,
+        consent_required,
+        window,
+        status,
         fields,
+        location: rule_location,
     })
+}
+
+/// `a, b, c` for error messages, shortened when long.
+fn list<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let names: Vec<&str> = names.collect();
+    if names.is_empty() {
+        return "none".to_owned();
+    }
+    let shown = names
+        .iter()
+        .take(12)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > 12 {
+        format!("{shown}, ... ({} in all)", names.len())
+    } else {
+        shown
+    }
 }

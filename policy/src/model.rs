@@ -59,36 +59,45 @@ name_type!(
     RuleId
 );
 
-/// SHA-256 of the policy store's content, as `sha256:<hex>`: which policy decided a response.
+/// SHA-256 of the policy store's canonical content, as `sha256:<hex>`: which policy decided a
+/// response. See [`crate::Sources`] for what the content is.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct PolicyRevision(String);
+pub struct PolicyRevision {
+    text: String,
+    digest: [u8; 32],
+}
 
 impl PolicyRevision {
-    pub(crate) fn from_digest(digest: &[u8]) -> Self {
+    pub(crate) fn from_digest(digest: [u8; 32]) -> Self {
         use fmt::Write;
         let mut text = String::with_capacity(7 + 2 * digest.len());
         text.push_str("sha256:");
         for byte in digest {
             let _ = write!(text, "{byte:02x}");
         }
-        PolicyRevision(text)
+        PolicyRevision { text, digest }
+    }
+
+    /// The 32 bytes of the digest.
+    pub fn digest(&self) -> &[u8; 32] {
+        &self.digest
     }
 
     /// The revision as text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.text
     }
 }
 
 impl fmt::Display for PolicyRevision {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.text)
     }
 }
 
 impl fmt::Debug for PolicyRevision {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PolicyRevision({})", self.0)
+        write!(f, "PolicyRevision({})", self.text)
     }
 }
 
@@ -118,7 +127,7 @@ pub struct Agency {
 }
 
 /// The type of a field's values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FieldType {
     /// Text.
@@ -135,6 +144,21 @@ pub enum FieldType {
     Bytes,
     /// A list of values.
     List,
+}
+
+impl FieldType {
+    /// The name used in `catalogue.yaml`.
+    pub fn name(self) -> &'static str {
+        match self {
+            FieldType::String => "string",
+            FieldType::Int => "int",
+            FieldType::Bool => "bool",
+            FieldType::Date => "date",
+            FieldType::Double => "double",
+            FieldType::Bytes => "bytes",
+            FieldType::List => "list",
+        }
+    }
 }
 
 /// How sensitive a field is.

@@ -2,26 +2,51 @@
 
 use std::path::{Path, PathBuf};
 
-use isnad_policy::{FieldDecision, PolicySet, Refusal, WithheldReason};
+use isnad_policy::{Date, FieldDecision, PolicySet, Refusal, Sources, Transform, WithheldReason};
+
+/// The day the tests decide on: the sample's windows are fixed, so results do not depend on
+/// the calendar.
+fn day() -> Date {
+    Date::from_calendar_date(2026, time::Month::June, 1).expect("date")
+}
 
 fn sample_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/local")
 }
 
 fn sample() -> PolicySet {
-    PolicySet::load_dir(&sample_dir()).unwrap_or_else(|errors| panic!("{errors}"))
+    let sources = Sources::read_dir(&sample_dir()).unwrap_or_else(|errors| panic!("{errors}"));
+    PolicySet::compile(&sources, day()).unwrap_or_else(|errors| panic!("{errors}"))
 }
 
-fn decision(set: &PolicySet, field: &str) -> FieldDecision {
+/// Rule id and treatment text of a decision, or the reason code of a withholding.
+fn summary(decision: &FieldDecision<'_>) -> (String, Option<String>) {
+    match decision {
+        FieldDecision::Release { rule, .. } => {
+            (decision.treatment_text(), Some(rule.id.to_string()))
+        }
+        FieldDecision::Withhold { reason, rule } => (
+            reason.code().to_owned(),
+            rule.map(|rule| rule.id.to_string()),
+        ),
+    }
+}
+
+fn decision(set: &PolicySet, field: &str) -> (String, Option<String>) {
     let decided = set
         .decide(
             "housing-programme",
             "identity.person",
             "housing-grant",
             &[field],
+            day(),
         )
         .expect("housing-programme has rules for identity.person");
-    decided.fields[0].1.clone()
+    summary(&decided.fields[0])
+}
+
+fn owned(treatment: &str, rule: Option<&str>) -> (String, Option<String>) {
+    (treatment.to_owned(), rule.map(str::to_owned))
 }
 
 #[test]
@@ -36,9 +61,40 @@ fn sample_federation_loads_with_a_sha256_revision() {
 fn releases_a_granted_field_naming_the_rule() {
     assert_eq!(
         decision(&sample(), "full_name_en"),
-        FieldDecision::Release {
-            rule: isnad_policy::RuleId::new("housing-identity")
-        }
+        owned("allow", Some("housing-identity"))
+    );
+}
+
+#[test]
+fn releases_a_transformed_field_naming_the_transform() {
+    let set = sample();
+    assert_eq!(
+        decision(&set, "date_of_birth"),
+        owned("age_over(21)", Some("housing-identity"))
+    );
+    let family = set
+        .decide(
+            "housing-programme",
+            "civil.family",
+            "housing-grant",
+            &["family_book_number", "spouse_subject"],
+            day(),
+        )
+        .expect("decided");
+    let transforms: Vec<Option<&Transform>> = family
+        .fields
+        .iter()
+        .map(|d| match d {
+            FieldDecision::Release { transform, .. } => *transform,
+            FieldDecision::Withhold { .. } => panic!("released"),
+        })
+        .collect();
+    assert_eq!(
+        transforms,
+        [
+            Some(&Transform::parse("mask(keep_last=4)").expect("parses")),
+            Some(&Transform::Hash)
+        ]
     );
 }
 
@@ -46,43 +102,107 @@ fn releases_a_granted_field_naming_the_rule() {
 fn withholds_an_ungranted_field_by_default() {
     assert_eq!(
         decision(&sample(), "id_card_expiry"),
-        FieldDecision::Withhold {
-            reason: WithheldReason::NotGranted,
-            rule: None
-        }
+        owned("not_granted", None)
     );
 }
 
 #[test]
 fn a_group_rule_denies_for_every_member() {
-    match decision(&sample(), "mobile") {
-        FieldDecision::Withhold { reason, rule } => {
-            assert_eq!(reason, WithheldReason::DeniedByRule);
-            assert_eq!(
-                rule.expect("a rule").as_str(),
-                "contact-details-never-shared"
-            );
-        }
-        other => panic!("mobile must be withheld, got {other:?}"),
-    }
+    assert_eq!(
+        decision(&sample(), "mobile"),
+        owned("denied_by_rule", Some("contact-details-never-shared"))
+    );
 }
 
 #[test]
 fn an_unknown_field_is_withheld_not_an_error() {
-    assert!(matches!(
+    assert_eq!(
         decision(&sample(), "blood_type"),
-        FieldDecision::Withhold {
-            reason: WithheldReason::UnknownField,
-            ..
-        }
-    ));
+        owned(WithheldReason::UnknownField.code(), None)
+    );
+}
+
+#[test]
+fn a_rule_applies_only_inside_its_window() {
+    let set = sample();
+    let decide = |day: Date| {
+        let decided = set
+            .decide(
+                "housing-programme",
+                "labour.employment",
+                "housing-grant",
+                &["employed"],
+                day,
+            )
+            .expect("decided");
+        summary(&decided.fields[0])
+    };
+    assert_eq!(decide(day()), owned("allow", Some("housing-employment")));
+    let before = Date::from_calendar_date(2025, time::Month::December, 31).expect("date");
+    assert_eq!(decide(before), owned("not_granted", None));
+}
+
+#[test]
+fn shadow_rules_are_reported_beside_never_enforced() {
+    let set = sample();
+    let fields = ["monthly_salary_aed", "employer_name", "employed"];
+    let decided = set
+        .decide(
+            "housing-programme",
+            "labour.employment",
+            "housing-grant",
+            &fields,
+            day(),
+        )
+        .expect("decided");
+    let enforced: Vec<_> = decided.fields.iter().map(summary).collect();
+    assert_eq!(
+        enforced,
+        [
+            owned(
+                "generalize(bands=[0,5000,10000,15000,20000,30000])",
+                Some("housing-employment")
+            ),
+            owned("allow", Some("housing-employment")),
+            owned("allow", Some("housing-employment")),
+        ]
+    );
+    let shadow: Vec<_> = decided
+        .shadow
+        .as_ref()
+        .expect("a shadow rule applies")
+        .iter()
+        .map(summary)
+        .collect();
+    assert_eq!(
+        shadow,
+        [
+            owned(
+                "generalize(step=10000)",
+                Some("housing-employment-coarser-bands")
+            ),
+            owned("denied_by_rule", Some("housing-employment-coarser-bands")),
+            owned("allow", Some("housing-employment")),
+        ]
+    );
+    // No shadow rule for identity data: nothing to report.
+    let identity = set
+        .decide(
+            "housing-programme",
+            "identity.person",
+            "housing-grant",
+            &["sex"],
+            day(),
+        )
+        .expect("decided");
+    assert!(identity.shadow.is_none());
 }
 
 #[test]
 fn refuses_unknown_dataset_purpose_consumer_and_missing_rules() {
     let set = sample();
     let refusal = |consumer, dataset, purpose| {
-        set.decide(consumer, dataset, purpose, &["x"])
+        set.decide(consumer, dataset, purpose, &["x"], day())
             .expect_err("refused")
     };
     assert_eq!(
@@ -128,7 +248,8 @@ fn store_with_extra_rules(extra: &str) -> tempfile::TempDir {
 
 fn errors_of(extra: &str) -> Vec<String> {
     let dir = store_with_extra_rules(extra);
-    match PolicySet::load_dir(dir.path()) {
+    let sources = Sources::read_dir(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    match PolicySet::compile(&sources, day()) {
         Ok(_) => panic!("the store should be rejected"),
         Err(errors) => errors.0.iter().map(ToString::to_string).collect(),
     }
@@ -142,6 +263,7 @@ fn reports_every_error_with_file_line_and_column() {
     consumer: nobody
     dataset: identity.person
     purpose: housing-grant
+    legal_basis: consent
     fields:
       full_name_en: allow
       shoe_size: allow
@@ -149,16 +271,17 @@ fn reports_every_error_with_file_line_and_column() {
     consumer: housing-programme
     dataset: identity.person
     purpose: world-domination
+    legal_basis: consent
     fields:
       sex: mask
 ",
     );
     let expect = [
         "rules/extra.yaml:3:15: unknown consumer \"nobody\"",
-        "rules/extra.yaml:8:18: dataset \"identity.person\" has no field \"shoe_size\"",
-        "rules/extra.yaml:9:9: duplicate rule id \"one\": already used at rules/extra.yaml:2:9",
-        "rules/extra.yaml:12:14: unknown purpose \"world-domination\"",
-        "rules/extra.yaml:14:12: transform \"mask\" is not implemented yet",
+        "rules/extra.yaml:9:18: dataset \"identity.person\" has no field \"shoe_size\"",
+        "rules/extra.yaml:10:9: duplicate rule id \"one\": already used at rules/extra.yaml:2:9",
+        "rules/extra.yaml:13:14: unknown purpose \"world-domination\"",
+        "rules/extra.yaml:16:12: field \"sex\": mask needs an argument",
     ];
     assert_eq!(errors.len(), expect.len(), "{errors:#?}");
     for (error, expected) in errors.iter().zip(expect) {
@@ -213,7 +336,9 @@ fn rejects_duplicate_keys_and_malformed_yaml() {
 fn rejects_a_file_that_is_not_utf8() {
     let dir = store_with_extra_rules("");
     std::fs::write(dir.path().join("rules/extra.yaml"), b"rules: []\n\xff\xfe").expect("write");
-    let errors = PolicySet::load_dir(dir.path()).expect_err("rejected");
+    let errors = Sources::read_dir(dir.path())
+        .and_then(|sources| PolicySet::compile(&sources, day()))
+        .expect_err("rejected");
     assert!(errors.0[0].message.contains("UTF-8"), "{errors}");
 }
 
@@ -226,6 +351,7 @@ fn the_revision_changes_with_the_content() {
     consumer: housing-programme
     dataset: identity.person
     purpose: housing-grant
+    legal_basis: consent
     fields: { sex: allow }
 ",
     );

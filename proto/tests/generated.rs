@@ -14,7 +14,11 @@ fn crate_dir() -> PathBuf {
 /// generates Rust code into `out_dir`.
 fn generate(out_dir: &Path) {
     let root = crate_dir();
-    let files = ["isnad/v1/exchange.proto", "isnad/v1/provider.proto"];
+    let files = [
+        "isnad/v1/exchange.proto",
+        "isnad/v1/provider.proto",
+        "isnad/v1/admin.proto",
+    ];
     let fds = protox::compile(files, [&root]).expect("the .proto files compile");
     std::fs::write(out_dir.join("isnad.v1.fds.bin"), fds.encode_to_vec()).expect("write fds");
     tonic_prost_build::configure()

@@ -92,6 +92,11 @@ impl Process {
         }
     }
 
+    /// Its process id (to send it signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Everything it has logged so far.
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -168,6 +173,32 @@ impl Federation {
         }
     }
 
+    /// The sample providers `isnad up` started: agency id and `https://` endpoint.
+    pub fn providers(&self) -> Vec<(String, String)> {
+        let dir = self.dir.path().join("providers");
+        let mut providers = Vec::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let listen = text
+                .lines()
+                .find_map(|line| line.strip_prefix("listen: "))
+                .unwrap()
+                .trim()
+                .trim_matches('"')
+                .trim_matches('\'');
+            let agency = path.file_stem().unwrap().to_string_lossy().into_owned();
+            providers.push((agency, format!("https://{listen}")));
+        }
+        providers.sort();
+        providers
+    }
+
+    /// The working directory of `isnad up`.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     /// The PKI directory.
     pub fn pki(&self) -> PathBuf {
         self.dir.path().join("pki")
@@ -192,6 +223,19 @@ impl Federation {
     /// Starts a second gateway node (`isnad serve`) with this federation's PKI and policy, the
     /// providers of `upstreams` replacing the sample ones, and `limits` (YAML lines).
     pub fn serve_gateway(&self, upstreams: &[(&str, String)], limits: &str) -> Gateway {
+        self.serve_gateway_with(&repo_root().join("deploy/local"), upstreams, limits, "")
+    }
+
+    /// Starts a gateway node with the policy store in `policy`, and `extra` top-level
+    /// configuration lines (YAML), e.g. `policy_signing_key: ...`. The node uses the hash key
+    /// `isnad up` made, so its hashes match the federation's.
+    pub fn serve_gateway_with(
+        &self,
+        policy: &Path,
+        upstreams: &[(&str, String)],
+        limits: &str,
+        extra: &str,
+    ) -> Gateway {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let pki = self.pki();
         let mut upstream_lines = String::new();
@@ -199,8 +243,9 @@ impl Federation {
             upstream_lines.push_str(&format!("  {agency}: {endpoint}\n"));
         }
         let config = format!(
-            "node: gateway\nlisten: {addr}\npolicy: {policy}\ntls:\n  ca: {pki}/ca.pem\n  cert: {pki}/gateway.pem\n  key: {pki}/gateway.key\nupstreams:\n{upstream_lines}limits:\n{limits}",
-            policy = repo_root().join("deploy/local").display(),
+            "node: gateway\nlisten: {addr}\npolicy: {policy}\nhash_key: {hash_key}\ntls:\n  ca: {pki}/ca.pem\n  cert: {pki}/gateway.pem\n  key: {pki}/gateway.key\nupstreams:\n{upstream_lines}limits:\n{limits}{extra}",
+            policy = policy.display(),
+            hash_key = self.dir.path().join("hash.key").display(),
             pki = pki.display(),
         );
         let path = self
@@ -229,6 +274,11 @@ pub struct Gateway {
 
 /// A client of the gateway at `addr` presenting `material`.
 pub fn client_with(addr: SocketAddr, material: &TlsMaterial) -> ExchangeClient<Channel> {
+    ExchangeClient::new(channel_with(addr, material))
+}
+
+/// A channel to the gateway at `addr` presenting `material`, for any of its services.
+pub fn channel_with(addr: SocketAddr, material: &TlsMaterial) -> Channel {
     let tls = isnad_tls::policy::client_config(
         material,
         ExpectedPeer::AnyGateway {
@@ -236,7 +286,12 @@ pub fn client_with(addr: SocketAddr, material: &TlsMaterial) -> ExchangeClient<C
         },
     )
     .unwrap();
-    client_with_config(addr, tls)
+    isnad_tls::client::channel(
+        &format!("https://{addr}"),
+        Arc::new(tls),
+        ChannelSettings::default(),
+    )
+    .unwrap()
 }
 
 /// A client of the gateway at `addr` with any TLS configuration.

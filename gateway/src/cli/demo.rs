@@ -64,6 +64,7 @@ const SCENARIO: &[Ask] = &[
         fields: &[
             "employed",
             "monthly_salary_aed",
+            "employment_start",
             "employer_name",
             "occupation",
         ],
@@ -105,10 +106,12 @@ pub(crate) async fn run(federation: &Path) -> anyhow::Result<ExitCode> {
     println!();
     println!("Applicant {applicant} applies to the housing programme for a housing grant.");
     println!("Instead of asking for documents, the programme asks isnad for what the rules let it");
-    println!("see. isnad asks each provider only for the fields the policy releases.");
+    println!("see. isnad asks each provider only for the fields the policy releases, and releases");
+    println!("some of them in a form that tells no more than the programme needs: an age check");
+    println!("instead of a birth date, a salary band instead of a salary.");
 
     let mut problems = Vec::new();
-    let (mut released, mut withheld, mut refused) = (0, 0, 0);
+    let (mut released, mut transformed, mut withheld, mut refused) = (0, 0, 0, 0);
     for (step, ask) in SCENARIO.iter().enumerate() {
         println!();
         println!("Step {}. {}", step + 1, ask.title);
@@ -133,6 +136,17 @@ pub(crate) async fn run(federation: &Path) -> anyhow::Result<ExitCode> {
                 let response = response.into_inner();
                 print_response(&response);
                 released += response.attributes.len();
+                transformed += response.transformed.len();
+                if response
+                    .transformed
+                    .iter()
+                    .any(|t| !response.attributes.contains_key(&t.field) || t.rule_id.is_empty())
+                {
+                    problems.push(format!(
+                        "step {}: a transform is reported for a field not released, or without its rule",
+                        step + 1
+                    ));
+                }
                 withheld += response.withheld.len();
                 if ask.refused {
                     problems.push(format!(
@@ -179,7 +193,8 @@ pub(crate) async fn run(federation: &Path) -> anyhow::Result<ExitCode> {
 
     println!();
     println!(
-        "Summary: {released} fields released, {withheld} withheld with a reason, {refused} requests refused."
+        "Summary: {released} fields released ({transformed} of them masked, hashed, derived or \
+         generalized by the policy), {withheld} withheld with a reason, {refused} requests refused."
     );
     println!(
         "Not yet in this demo: consent tokens (issue 4), the audit log and signed provenance (issue 5)."

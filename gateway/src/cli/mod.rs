@@ -2,6 +2,7 @@
 
 mod certs;
 mod demo;
+mod policy;
 mod query;
 mod show;
 mod up;
@@ -59,16 +60,7 @@ enum Command {
     Certs(certs::CertsCommand),
     /// Policy store tools.
     #[command(subcommand)]
-    Policy(PolicyCommand),
-}
-
-#[derive(Debug, Subcommand)]
-enum PolicyCommand {
-    /// Validate a policy store; print every error with file:line:column.
-    Check {
-        /// The store: a directory with catalogue.yaml and rules/.
-        dir: PathBuf,
-    },
+    Policy(policy::PolicyCommand),
 }
 
 /// Runs the command line; the process exit code is its result.
@@ -101,6 +93,8 @@ fn init_logging(default: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal, never into log files.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 
@@ -137,25 +131,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Query(args) => return query::run(args).await,
         Command::Certs(command) => certs::run(command)?,
-        Command::Policy(PolicyCommand::Check { dir }) => {
-            return Ok(match isnad_policy::PolicySet::load_dir(&dir) {
-                Ok(set) => {
-                    println!(
-                        "ok: {} agencies, {} datasets, {} purposes, {} rules; revision {}",
-                        set.catalogue().agencies.len(),
-                        set.catalogue().datasets.len(),
-                        set.catalogue().purposes.len(),
-                        set.rule_count(),
-                        set.revision()
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(errors) => {
-                    eprint!("{errors}");
-                    ExitCode::FAILURE
-                }
-            });
-        }
+        Command::Policy(command) => return policy::run(command),
     }
     Ok(ExitCode::SUCCESS)
 }

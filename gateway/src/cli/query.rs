@@ -138,7 +138,15 @@ pub(crate) fn print_response(response: &AttributesResponse) {
     } else {
         println!("  released:");
         for (field, value) in released {
-            println!("    {field:<20} {}", show::value(value));
+            match response.transformed.iter().find(|t| &t.field == field) {
+                Some(t) => println!(
+                    "    {field:<20} {}   ({} by rule {})",
+                    show::value(value),
+                    t.transform,
+                    t.rule_id
+                ),
+                None => println!("    {field:<20} {}", show::value(value)),
+            }
         }
     }
     if !response.withheld.is_empty() {
@@ -173,6 +181,11 @@ fn response_json(response: &AttributesResponse) -> serde_json::Value {
         .iter()
         .map(|o| serde_json::json!({"field": o.field, "reason": o.reason, "rule_id": o.rule_id}))
         .collect();
+    let transformed: Vec<_> = response
+        .transformed
+        .iter()
+        .map(|t| serde_json::json!({"field": t.field, "transform": t.transform, "rule_id": t.rule_id}))
+        .collect();
     let provenance = response.provenance.as_ref().map(|p| {
         serde_json::json!({
             "provider": p.provider,
@@ -181,5 +194,10 @@ fn response_json(response: &AttributesResponse) -> serde_json::Value {
             "audit_index": p.audit_index,
         })
     });
-    serde_json::json!({ "attributes": attributes, "withheld": withheld, "provenance": provenance })
+    serde_json::json!({
+        "attributes": attributes,
+        "withheld": withheld,
+        "transformed": transformed,
+        "provenance": provenance,
+    })
 }

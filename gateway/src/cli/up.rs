@@ -66,6 +66,28 @@ fn write_yaml<T: serde::Serialize>(path: &Path, header: &str, value: &T) -> anyh
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
 }
 
+/// `dir/hash.key`: the secret of the `hash` transform, made once (32 random bytes as hex, mode
+/// 0600) and kept, so hashes stay the same across runs.
+fn hash_key_file(dir: &Path) -> anyhow::Result<PathBuf> {
+    let path = dir.join("hash.key");
+    if !path.exists() {
+        let mut secret = [0u8; 32];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
+            .map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
+        let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options
+            .open(&path)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
+        std::io::Write::write_all(&mut file, format!("{hex}\n").as_bytes())?;
+        file.sync_all()?;
+    }
+    Ok(path)
+}
+
 /// Creates (or reuses) the PKI in `dir/pki`, writes the configurations, and starts everything.
 pub(crate) async fn start(
     dir: &Path,
@@ -150,6 +172,9 @@ pub(crate) async fn start(
         node: GATEWAY_NODE.to_owned(),
         listen: gateway_addr,
         policy: federation_dir.clone(),
+        policy_signing_key: None,
+        policy_poll_ms: 1000,
+        hash_key: Some(hash_key_file(&dir)?),
         tls: tls_of(GATEWAY_NODE),
         upstreams: providers
             .iter()

@@ -9,6 +9,7 @@ pub(crate) fn decide<'p>(
     policy: &'p PolicySet,
     principal: &Principal,
     admitted: &Admitted,
+    today: isnad_policy::Date,
 ) -> Result<Decision<'p>, Denial> {
     let request = &admitted.request;
     policy
@@ -17,6 +18,7 @@ pub(crate) fn decide<'p>(
             &request.dataset,
             &request.purpose,
             &request.fields,
+            today,
         )
         .map_err(|refusal| {
             let (code, message) = match refusal {

@@ -1,56 +1,99 @@
-//! Step 7: the decisions are applied again to what the provider sent back. A field it was not
-//! asked for is dropped; a value not of the catalogue's declared type is withheld.
+//! Step 7: the verdicts are applied again to what the provider sent back. A field it was not
+//! asked for is dropped; a value not of the catalogue's declared type is withheld; a field the
+//! policy releases in another form is transformed, and withheld if it cannot be.
 
 use std::collections::HashMap;
 
-use isnad_policy::{Decision, FieldDecision, FieldType};
-use isnad_proto::v1::{FieldOutcome, Value, value::Kind};
+use isnad_policy::{Dataset, FieldType};
+use isnad_proto::v1::{FieldOutcome, FieldTransform, Value, value::Kind};
 
-/// The released attributes and one outcome per withheld field, in request order.
+use super::consent::Verdict;
+use super::transform::{self, HashKey};
+
+/// What is released, and how every other field ended.
+#[derive(Debug, Default)]
+pub(crate) struct Released {
+    pub(crate) attributes: HashMap<String, Value>,
+    pub(crate) withheld: Vec<FieldOutcome>,
+    pub(crate) transformed: Vec<FieldTransform>,
+}
+
+/// What the transforms need besides the value.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TransformContext<'a> {
+    pub(crate) consumer: &'a str,
+    pub(crate) hash_key: Option<&'a HashKey>,
+    pub(crate) today: time::Date,
+}
+
 pub(crate) fn release(
-    decision: &Decision<'_>,
+    dataset: &Dataset,
+    fields: &[String],
+    verdicts: &[Verdict<'_>],
     fetched: &mut HashMap<String, Value>,
-) -> (HashMap<String, Value>, Vec<FieldOutcome>) {
-    let mut released = HashMap::with_capacity(decision.fields.len());
-    let mut withheld = Vec::new();
-    let mut withhold = |field: &str, reason: &str, rule: &str| {
-        withheld.push(FieldOutcome {
-            field: field.to_owned(),
-            reason: reason.to_owned(),
-            rule_id: rule.to_owned(),
-        });
+    context: TransformContext<'_>,
+) -> Released {
+    let mut out = Released {
+        attributes: HashMap::with_capacity(fields.len()),
+        ..Released::default()
     };
-    for (field, decided) in &decision.fields {
-        match decided {
-            FieldDecision::Withhold { reason, rule } => withhold(
-                field,
-                reason.code(),
-                rule.as_ref().map_or("", |rule| rule.as_str()),
-            ),
-            FieldDecision::Release { rule } => match fetched.remove(field) {
-                None => withhold(field, "not_held", rule.as_str()),
-                Some(value) => {
-                    let declared = decision.dataset.fields.get(field).map(|f| f.field_type);
-                    if declared.is_some_and(|declared| has_type(&value, declared)) {
-                        released.insert(field.clone(), value);
-                    } else {
-                        withhold(field, "provider_type_mismatch", rule.as_str());
-                    }
+    let mut consumer_key = None;
+    for (field, verdict) in fields.iter().zip(verdicts) {
+        let mut withhold = |reason: &str, rule: &str| {
+            out.withheld.push(FieldOutcome {
+                field: field.clone(),
+                reason: reason.to_owned(),
+                rule_id: rule.to_owned(),
+            });
+        };
+        match *verdict {
+            Verdict::Withhold { reason, rule } => {
+                withhold(reason, rule.map_or("", |rule| rule.id.as_str()))
+            }
+            Verdict::Release { rule, transform } => {
+                let rule_id = rule.id.as_str();
+                let Some(value) = fetched.remove(field) else {
+                    withhold("not_held", rule_id);
+                    continue;
+                };
+                let declared = dataset.fields.get(field).map(|f| f.field_type);
+                if !declared.is_some_and(|declared| has_type(&value, declared)) {
+                    withhold("provider_type_mismatch", rule_id);
+                    continue;
                 }
-            },
+                let Some(transform) = transform else {
+                    out.attributes.insert(field.clone(), value);
+                    continue;
+                };
+                if consumer_key.is_none() {
+                    consumer_key = context
+                        .hash_key
+                        .map(|key| key.for_consumer(context.consumer));
+                }
+                match transform::apply(transform, &value, consumer_key.as_ref(), context.today) {
+                    Ok(value) => {
+                        out.attributes.insert(field.clone(), value);
+                        out.transformed.push(FieldTransform {
+                            field: field.clone(),
+                            transform: transform.to_string(),
+                            rule_id: rule_id.to_owned(),
+                        });
+                    }
+                    Err(transform::NotApplicable) => withhold("transform_failed", rule_id),
+                }
+            }
         }
     }
     if !fetched.is_empty() {
         // Names only: the values are citizen data.
         tracing::warn!(
-            provider = %decision.provider.id,
-            dataset = %decision.dataset.id,
+            dataset = %dataset.id,
             extra_fields = fetched.len(),
             "provider sent fields it was not asked for; dropped"
         );
         fetched.clear();
     }
-    (released, withheld)
+    out
 }
 
 fn has_type(value: &Value, declared: FieldType) -> bool {

@@ -1,12 +1,12 @@
-//! Step 5: the provider is asked only for fields that a decision releases.
+//! Step 5: the provider is asked only for fields that a verdict releases.
 
-use isnad_policy::{Decision, FieldDecision};
+use super::consent::Verdict;
 
-pub(crate) fn fields_to_fetch(decision: &Decision<'_>) -> Vec<String> {
-    decision
-        .fields
+pub(crate) fn fields_to_fetch(fields: &[String], verdicts: &[Verdict<'_>]) -> Vec<String> {
+    fields
         .iter()
-        .filter(|(_, decided)| matches!(decided, FieldDecision::Release { .. }))
+        .zip(verdicts)
+        .filter(|(_, verdict)| verdict.is_released())
         .map(|(field, _)| field.clone())
         .collect()
 }

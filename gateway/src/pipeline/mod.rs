@@ -4,10 +4,11 @@
 //! 1 authenticate  peer certificate -> SPIFFE ID -> consumer agency           authenticate.rs
 //! 2 admit         size, shape and deadline of the request                    admit.rs
 //! 3 authorize     per-field decisions from the policy set                    authorize.rs
-//! 4 consent       consent token, revocation, use limits                      (issue 4)
+//! 4 consent       consent token, revocation, use limits (issue 4: withheld)  consent.rs
 //! 5 minimize      ask the provider only for fields a decision releases       minimize.rs
 //! 6 fetch         pooled mTLS channel to the provider, within the deadline   fetch.rs
-//! 7 filter        re-apply the decisions to the reply: drop extras, types    filter.rs
+//! 7 filter        re-apply the decisions to the reply: drop extras, types,   filter.rs
+//!                 apply the policy's transforms                              transform.rs
 //! 8 audit         durable audit record before anything is released           (issue 5)
 //! 9 sign          provenance signature over the released attributes          (issue 5)
 //! ```
@@ -18,15 +19,16 @@
 mod admit;
 mod authenticate;
 mod authorize;
+mod consent;
 mod denial;
 mod fetch;
 mod filter;
 mod minimize;
+mod transform;
 
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
-use isnad_policy::PolicySet;
+use isnad_policy::FieldDecision;
 use isnad_proto::v1::{AttributesRequest, AttributesResponse, FetchRequest, Provenance};
 use isnad_tls::PeerInfo;
 
@@ -34,18 +36,21 @@ pub use admit::Admitted;
 pub use authenticate::Principal;
 pub use denial::{Denial, Step};
 pub use fetch::Upstreams;
+pub use transform::HashKey;
 
 use crate::config::Limits;
+use crate::policy_store::PolicyStore;
 
 /// Everything a request needs, shared by all requests.
 #[derive(Debug)]
 pub struct Pipeline {
-    /// The policy in force; replaced whole on reload, requests in flight keep theirs.
-    pub policy: Arc<ArcSwap<PolicySet>>,
-    /// Channels to the provider agencies.
-    pub upstreams: Upstreams,
+    /// The policy in force and its provider channels; replaced whole on reload, requests in
+    /// flight keep theirs.
+    pub store: Arc<PolicyStore>,
     /// Request limits.
     pub limits: Limits,
+    /// The secret `hash` transforms derive each consumer's key from.
+    pub hash_key: Option<HashKey>,
 }
 
 impl Pipeline {
@@ -56,15 +61,23 @@ impl Pipeline {
         grpc_timeout: Option<&str>,
         request: AttributesRequest,
     ) -> Result<AttributesResponse, Denial> {
-        let policy = self.policy.load_full();
+        let current = self.store.current();
+        let policy = &current.policy;
         // 1 authenticate: who is calling.
         let principal = authenticate::principal(peer, policy.catalogue())?;
         // 2 admit: is the request well-formed and within limits; by when must it finish.
         let admitted = admit::admit(&self.limits, grpc_timeout, request)?;
-        // 3 authorize: what the policy decides for each field.
-        let decision = authorize::decide(&policy, &principal, &admitted)?;
-        // 5 minimize: only fields some decision releases leave the gateway.
-        let wanted = minimize::fields_to_fetch(&decision);
+        // 3 authorize: what the policy decides for each field, today.
+        let today = isnad_policy::today_utc();
+        let decision = authorize::decide(policy, &principal, &admitted, today)?;
+        if let Some(shadow) = &decision.shadow {
+            report_shadow(&admitted, &principal, &decision.fields, shadow);
+        }
+        // 4 consent: fields whose rule needs the citizen's consent.
+        let verdicts = consent::check(&decision.fields);
+        // 5 minimize: only fields some verdict releases leave the gateway.
+        let fields = &admitted.request.fields;
+        let wanted = minimize::fields_to_fetch(fields, &verdicts);
         // 6 fetch: from the provider, within the deadline.
         let mut fetched = if wanted.is_empty() {
             Default::default()
@@ -77,15 +90,27 @@ impl Pipeline {
                 request_id: admitted.request_id.clone(),
                 consumer: principal.agency.as_str().to_owned(),
             };
-            self.upstreams
+            current
+                .upstreams
                 .fetch(&decision.provider.id, fetch, admitted.deadline)
                 .await?
         };
-        // 7 filter: release exactly what was decided, of the type the catalogue declares.
-        let (attributes, withheld) = filter::release(&decision, &mut fetched);
+        // 7 filter: release exactly what was decided, of the declared type, in the decided form.
+        let released = filter::release(
+            decision.dataset,
+            fields,
+            &verdicts,
+            &mut fetched,
+            filter::TransformContext {
+                consumer: principal.agency.as_str(),
+                hash_key: self.hash_key.as_ref(),
+                today,
+            },
+        );
         Ok(AttributesResponse {
-            attributes,
-            withheld,
+            attributes: released.attributes,
+            withheld: released.withheld,
+            transformed: released.transformed,
             provenance: Some(Provenance {
                 provider: decision.provider.id.as_str().to_owned(),
                 dataset: decision.dataset.id.as_str().to_owned(),
@@ -96,5 +121,40 @@ impl Pipeline {
                 signature: Vec::new(),
             }),
         })
+    }
+}
+
+/// Logs where the shadow rules would decide otherwise: field names and treatments, never values.
+fn report_shadow(
+    admitted: &Admitted,
+    principal: &Principal,
+    enforced: &[FieldDecision<'_>],
+    shadow: &[FieldDecision<'_>],
+) {
+    let differences: Vec<String> = admitted
+        .request
+        .fields
+        .iter()
+        .zip(enforced.iter().zip(shadow))
+        .filter(|(_, (enforced, shadow))| enforced != shadow)
+        .map(|(field, (enforced, shadow))| {
+            format!(
+                "{}: {} -> {} ({})",
+                field.escape_debug(),
+                enforced.treatment_text(),
+                shadow.treatment_text(),
+                shadow.rule().map_or("no rule", |rule| rule.id.as_str())
+            )
+        })
+        .collect();
+    if !differences.is_empty() {
+        tracing::info!(
+            request_id = %admitted.request_id,
+            consumer = %principal.agency,
+            dataset = %admitted.request.dataset,
+            purpose = %admitted.request.purpose,
+            differences = %differences.join("; "),
+            "shadow rules would decide differently"
+        );
     }
 }

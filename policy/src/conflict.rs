@@ -1,0 +1,88 @@
+//! Rules that contradict: two rules that release the same field to the same agency for the same
+//! dataset and purpose, on overlapping days, in different forms or one needing consent and the
+//! other not. `deny` never contradicts anything (it wins, by design); a shadow rule is compared
+//! only with other shadow rules (it is meant to differ from the enforced ones).
+
+use std::collections::{BTreeSet, HashMap};
+
+use crate::error::PolicyError;
+use crate::load::Store;
+use crate::rule::{Rule, RuleStatus, Treatment};
+
+/// (agency, dataset, purpose, field, shadow?).
+type GrantKey<'a> = (&'a str, &'a str, &'a str, &'a str, bool);
+
+/// Adds an error for every pair of contradicting rules, at the later one.
+pub(crate) fn check(store: &Store, errors: &mut Vec<PolicyError>) {
+    // The releasing rules seen so far, per grant.
+    let mut seen: HashMap<GrantKey<'_>, Vec<(&Rule, &Treatment)>> = HashMap::new();
+    let mut reported = BTreeSet::new();
+    for rule in &store.rules {
+        let shadow = rule.status == RuleStatus::Shadow;
+        for agency in store.members(&rule.consumer) {
+            for (field, treatment) in &rule.fields {
+                if *treatment == Treatment::Deny {
+                    continue;
+                }
+                let key = (
+                    agency.as_str(),
+                    rule.dataset.as_str(),
+                    rule.purpose.as_str(),
+                    field.as_str(),
+                    shadow,
+                );
+                let earlier = seen.entry(key).or_default();
+                for (other, other_treatment) in earlier.iter() {
+                    let differs = *other_treatment != treatment
+                        || other.consent_required != rule.consent_required;
+                    if !differs
+                        || !other.window.overlaps(&rule.window)
+                        || !reported.insert((other.id.clone(), rule.id.clone()))
+                    {
+                        continue;
+                    }
+                    let what = if *other_treatment != treatment {
+                        format!(
+                            "as {treatment}, but rule {:?} releases it as {other_treatment}",
+                            other.id.as_str()
+                        )
+                    } else {
+                        format!(
+                            "{} consent, but rule {:?} releases it {} consent",
+                            if rule.consent_required {
+                                "with"
+                            } else {
+                                "without"
+                            },
+                            other.id.as_str(),
+                            if other.consent_required {
+                                "with"
+                            } else {
+                                "without"
+                            },
+                        )
+                    };
+                    errors.push(PolicyError {
+                        file: rule.location.file.clone(),
+                        line: rule.location.line,
+                        column: rule.location.column,
+                        message: format!(
+                            "rule {:?} contradicts rule {:?} ({}): it releases {field:?} of {} to \
+                             {agency} for {} {what}, on overlapping days ({} and {}); a field gets \
+                             one treatment: change one rule, or end one's window before the \
+                             other's starts",
+                            rule.id.as_str(),
+                            other.id.as_str(),
+                            other.location,
+                            rule.dataset,
+                            rule.purpose,
+                            rule.window,
+                            other.window,
+                        ),
+                    });
+                }
+                earlier.push((rule, treatment));
+            }
+        }
+    }
+}
