@@ -71,10 +71,12 @@ datasets:
               nationality: string, emirate: string, id_card_expiry: date, mobile: string,
               email: string }
 YAML
+od -An -tx1 -N32 /dev/urandom | tr -d ' \n' > "$W/hash.key"
 cat > "$W/gateway.yaml" <<YAML
 node: gateway
 listen: 127.0.0.1:$P_GATEWAY
 policy: $ROOT/deploy/local
+hash_key: hash.key
 tls: { ca: pki/ca.pem, cert: pki/gateway.pem, key: pki/gateway.key }
 upstreams: { identity-authority: "https://127.0.0.1:$P_PROVIDER" }
 YAML
