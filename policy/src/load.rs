@@ -292,8 +292,14 @@ pub(crate) fn location(file: &Path, at: Location) -> SourceLocation {
     }
 }
 
-/// The file as UTF-8 text.
+/// The file as UTF-8 text, if it is within the size limit.
 fn text<'a>(file: &Path, bytes: &'a [u8], errors: &mut Vec<PolicyError>) -> Option<&'a str> {
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        Report { file, errors }.whole(format!(
+            "larger than {MAX_FILE_BYTES} bytes, the limit for a policy file"
+        ));
+        return None;
+    }
     match std::str::from_utf8(bytes) {
         Ok(text) => Some(text),
         Err(error) => {
@@ -311,6 +317,15 @@ pub(crate) fn parse<T: serde::de::DeserializeOwned>(
     text: &str,
     errors: &mut Vec<PolicyError>,
 ) -> Option<T> {
+    if text.trim().is_empty() {
+        errors.push(PolicyError {
+            file: file.to_owned(),
+            line: 0,
+            column: 0,
+            message: "the file is empty".into(),
+        });
+        return None;
+    }
     let mut budget = serde_saphyr::Budget::default();
     budget.max_depth = 32;
     budget.max_nodes = 2_000_000;
@@ -320,6 +335,12 @@ pub(crate) fn parse<T: serde::de::DeserializeOwned>(
         strict_booleans: true,
         budget: Some(budget),
         duplicate_keys: serde_saphyr::DuplicateKeyPolicy::Error,
+        // A merge key (`<<`) could override a key written beside it, a `deny` for example,
+        // and a tag (`!deny allow`) could make a reviewer read what the parser ignores: policy
+        // files say everything in plain keys and values.
+        merge_keys: serde_saphyr::MergeKeyPolicy::Error,
+        reject_unsupported_tags: true,
+        ignore_binary_tag_for_string: true,
     };
     match serde_saphyr::from_str_with_options::<T>(text, options) {
         Ok(doc) => Some(doc),
@@ -332,11 +353,26 @@ pub(crate) fn parse<T: serde::de::DeserializeOwned>(
                 file: file.to_owned(),
                 line,
                 column,
-                message: first_line(&error.to_string()),
+                message: readable(&first_line(&error.to_string())),
             });
             None
         }
     }
+}
+
+/// The parser's limit messages, in words.
+fn readable(message: &str) -> String {
+    if !message.contains("budget breached") {
+        return message.to_owned();
+    }
+    let limit = if message.contains("Depth") {
+        "nesting deeper than 32 levels"
+    } else if message.contains("Documents") {
+        "more than one YAML document (`---`) in a file"
+    } else {
+        "too many YAML nodes, aliases or anchors"
+    };
+    format!("the file exceeds a parser limit: {limit} ({message})")
 }
 
 /// serde-saphyr's message, without the location it also prints (we print our own).
@@ -764,7 +800,7 @@ fn build_rule(
                     report.at(
                         treatment.referenced,
                         format!(
-                            "{transform} does not fit field {name:?}, which is a {}; \
+                            "{transform} does not fit field {name:?}, of type {}; \
                              it applies to {} fields",
                             field.field_type.name(),
                             transform.fitting_types()
