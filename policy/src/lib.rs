@@ -38,4 +38,4 @@ pub use rule::{
     Window,
 };
 pub use signature::{SIGNATURE_FILE, SignatureError, SigningKey, VerifyingKey};
-pub use time::Date;
+pub use time::{Date, Month};
