@@ -164,7 +164,16 @@ struct Grant {
     shadowed: bool,
 }
 
-type Table = HashMap<AgencyId, HashMap<String, HashMap<String, Grant>>>;
+type Table = HashMap<String, HashMap<String, HashMap<String, Grant>>>;
+
+/// The value under `key`, inserted empty if missing; allocates the key only then.
+fn slot<'m, V: Default>(map: &'m mut HashMap<String, V>, key: &str) -> &'m mut V {
+    if !map.contains_key(key) {
+        map.insert(key.to_owned(), V::default());
+    }
+    map.get_mut(key)
+        .expect("present: inserted above if missing")
+}
 
 /// An immutable, compiled policy store. Cheap to share; replaced whole on reload.
 #[derive(Debug)]
@@ -195,18 +204,14 @@ impl PolicySet {
         let mut table = Table::new();
         for (index, rule) in store.rules.iter().enumerate() {
             for consumer in store.members(&rule.consumer) {
-                let grant = table
-                    .entry(consumer.clone())
-                    .or_default()
-                    .entry(rule.dataset.as_str().to_owned())
-                    .or_default()
-                    .entry(rule.purpose.as_str().to_owned())
-                    .or_default();
+                let by_dataset = slot(&mut table, consumer.as_str());
+                let by_purpose = slot(by_dataset, rule.dataset.as_str());
+                let grant = slot(by_purpose, rule.purpose.as_str());
                 let shadow = rule.status == RuleStatus::Shadow;
                 grant.enforced |= !shadow;
                 grant.shadowed |= shadow;
                 for (field_index, (field, _)) in rule.fields.iter().enumerate() {
-                    let rules = grant.fields.entry(field.clone()).or_default();
+                    let rules = slot(&mut grant.fields, field);
                     let candidate = Candidate {
                         rule: index as u32,
                         field: field_index as u32,
