@@ -423,3 +423,62 @@ async fn a_gateway_refuses_to_start_on_an_unsigned_store_when_a_key_is_configure
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("policy.sig is missing"), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_request_in_flight_during_a_reload_finishes_under_the_policy_it_started_with() {
+    use isnad_tests::providers::{Behaviour, ProviderDouble};
+
+    let federation = Federation::start();
+    let store = tempfile::tempdir().expect("tempdir");
+    copy_sample(store.path());
+    let slow = ProviderDouble::start(
+        &federation.material("identity-authority"),
+        Behaviour::Slow(Duration::from_millis(1500)),
+    )
+    .await;
+    let gateway = federation.serve_gateway_with(
+        store.path(),
+        &[("identity-authority", slow.endpoint())],
+        LIMITS,
+        "policy_poll_ms: 0\n",
+    );
+    let mut admin = AdminClient::new(channel_with(gateway.addr, &federation.material("admin")));
+    let material = federation.material("housing-programme");
+    let mut client = isnad_tests::client_with(gateway.addr, &material);
+    let ask = || request("identity.person", "housing-grant", &["full_name_en", "sex"]);
+    let in_flight = tokio::spawn(async move { get(&mut client, ask()).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let housing = store.path().join("rules/housing.yaml");
+    let text = std::fs::read_to_string(&housing).expect("read");
+    replace(
+        &housing,
+        &text.replace(
+            "      emirate: allow\n",
+            "      emirate: allow\n      sex: allow\n",
+        ),
+    );
+    let reloaded = admin
+        .reload_policy(ReloadPolicyRequest {})
+        .await
+        .expect("reloaded")
+        .into_inner();
+    assert!(reloaded.changed);
+
+    let old = in_flight.await.expect("joined").expect("answered");
+    assert_eq!(
+        old.provenance.expect("provenance").policy_revision,
+        reloaded.previous_revision,
+        "decided under the policy it started with"
+    );
+    assert!(!old.attributes.contains_key("sex"));
+    assert_eq!(old.withheld[0].reason, "not_granted");
+
+    let mut client = isnad_tests::client_with(gateway.addr, &material);
+    let new = get(&mut client, ask()).await.expect("answered");
+    assert_eq!(
+        new.provenance.expect("provenance").policy_revision,
+        reloaded.revision
+    );
+    assert!(new.attributes.contains_key("sex"));
+}
