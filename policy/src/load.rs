@@ -222,16 +222,13 @@ pub(crate) fn load(sources: &Sources, today: Date) -> Result<Store, LoadErrors> 
 
     let mut rules = Vec::new();
     let mut rule_ids: BTreeMap<String, SourceLocation> = BTreeMap::new();
-    for (name, bytes) in &sources.files {
-        if name == CATALOGUE_FILE {
-            continue;
-        }
-        let file = PathBuf::from(name);
-        let Some(text) = text(&file, bytes, &mut errors) else {
-            continue;
-        };
-        let Some(doc) = parse::<RulesDoc>(&file, text, &mut errors) else {
-            continue;
+    for (file, parsed) in parse_rule_files(sources) {
+        let doc = match parsed {
+            Ok(doc) => doc,
+            Err(file_errors) => {
+                errors.extend(file_errors);
+                continue;
+            }
         };
         let Some(catalogue) = &catalogue else {
             continue;
@@ -290,6 +287,48 @@ pub(crate) fn location(file: &Path, at: Location) -> SourceLocation {
         line: at.line() as u32,
         column: at.column() as u32,
     }
+}
+
+/// Every rule file parsed, in path order. Files are parsed on up to one thread per core: parsing
+/// is most of the time a large store takes to load, and each file is independent.
+fn parse_rule_files(sources: &Sources) -> Vec<(PathBuf, Result<RulesDoc, Vec<PolicyError>>)> {
+    let files: Vec<(&String, &Vec<u8>)> = sources
+        .files
+        .iter()
+        .filter(|(name, _)| name.as_str() != CATALOGUE_FILE)
+        .collect();
+    let parse_one = |(name, bytes): &(&String, &Vec<u8>)| {
+        let file = PathBuf::from(name.as_str());
+        let mut errors = Vec::new();
+        let doc = text(&file, bytes, &mut errors)
+            .and_then(|text| parse::<RulesDoc>(&file, text, &mut errors));
+        let parsed = match doc {
+            Some(doc) if errors.is_empty() => Ok(doc),
+            _ => Err(errors),
+        };
+        (file, parsed)
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(files.len());
+    if threads <= 1 {
+        return files.iter().map(parse_one).collect();
+    }
+    let chunk = files.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = files
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(parse_one).collect::<Vec<_>>()))
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|worker| {
+                worker
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    })
 }
 
 /// The file as UTF-8 text, if it is within the size limit.
