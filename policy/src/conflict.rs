@@ -8,7 +8,9 @@
 //! overlap and their consumers share an agency. A store whose rules name large groups stays
 //! cheap to check.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use foldhash::{HashMap, HashMapExt};
 
 use crate::error::PolicyError;
 use crate::load::Store;

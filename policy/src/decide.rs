@@ -1,12 +1,12 @@
 //! The compiled decision table and per-field evaluation.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::path::Path;
 
 use time::{Date, OffsetDateTime};
 
 use crate::error::LoadErrors;
-use crate::load::{self, Sources};
+use crate::load::{self, Sources, Store};
 use crate::model::{Agency, AgencyId, Catalogue, Dataset, PolicyRevision};
 use crate::rule::{Rule, RuleStatus, Transform, Treatment};
 
@@ -150,21 +150,64 @@ struct Candidate {
 }
 
 /// The rules that treat one field for one (consumer, dataset, purpose), in file order.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct FieldRules {
     enforce: Vec<Candidate>,
     shadow: Vec<Candidate>,
 }
 
 /// Everything the rules say about one (consumer, dataset, purpose).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Grant {
     fields: HashMap<String, FieldRules>,
     enforced: bool,
     shadowed: bool,
 }
 
-type Table = HashMap<String, HashMap<String, HashMap<String, Grant>>>;
+impl Grant {
+    fn add(&mut self, index: usize, rule: &Rule) {
+        let shadow = rule.status == RuleStatus::Shadow;
+        self.enforced |= !shadow;
+        self.shadowed |= shadow;
+        for (field_index, (field, _)) in rule.fields.iter().enumerate() {
+            let candidate = Candidate {
+                rule: index as u32,
+                field: field_index as u32,
+            };
+            let rules = slot(&mut self.fields, field);
+            if shadow {
+                rules.shadow.push(candidate);
+            } else {
+                rules.enforce.push(candidate);
+            }
+        }
+    }
+
+    /// Adds `other`'s rules, keeping every field's candidates in file order.
+    fn merge(&mut self, other: &Grant) {
+        self.enforced |= other.enforced;
+        self.shadowed |= other.shadowed;
+        for (field, theirs) in &other.fields {
+            let ours = slot(&mut self.fields, field);
+            merge_in_order(&mut ours.enforce, &theirs.enforce);
+            merge_in_order(&mut ours.shadow, &theirs.shadow);
+        }
+    }
+}
+
+/// Merges `theirs` into `ours`, both in rule order.
+fn merge_in_order(ours: &mut Vec<Candidate>, theirs: &[Candidate]) {
+    if theirs.is_empty() {
+        return;
+    }
+    ours.extend_from_slice(theirs);
+    // Both halves are sorted; a stable sort of two runs is a merge.
+    ours.sort_by_key(|candidate| candidate.rule);
+}
+
+/// consumer -> dataset -> purpose -> index into the grants; nested so that lookups borrow the
+/// request's strings.
+type Table = HashMap<String, HashMap<String, HashMap<String, u32>>>;
 
 /// The value under `key`, inserted empty if missing; allocates the key only then.
 fn slot<'m, V: Default>(map: &'m mut HashMap<String, V>, key: &str) -> &'m mut V {
@@ -175,6 +218,58 @@ fn slot<'m, V: Default>(map: &'m mut HashMap<String, V>, key: &str) -> &'m mut V
         .expect("present: inserted above if missing")
 }
 
+/// The decision table: a grant per (consumer as written, dataset, purpose), so a rule naming a
+/// group of 250 agencies is compiled once, not 250 times; every member agency points at it. An
+/// agency that both a group's rules and its own (or two groups') rules name for the same dataset
+/// and purpose gets a grant of its own that merges them.
+fn build_table(store: &Store) -> (Table, Vec<Grant>) {
+    let mut grants: Vec<Grant> = Vec::new();
+    let mut named: HashMap<(&str, &str, &str), u32> = HashMap::new();
+    let mut order = Vec::new();
+    for (index, rule) in store.rules.iter().enumerate() {
+        let key = (
+            rule.consumer.as_str(),
+            rule.dataset.as_str(),
+            rule.purpose.as_str(),
+        );
+        let grant = *named.entry(key).or_insert_with(|| {
+            order.push(key);
+            grants.push(Grant::default());
+            (grants.len() - 1) as u32
+        });
+        grants[grant as usize].add(index, rule);
+    }
+
+    let mut table = Table::new();
+    // Whether a grant was made by merging for one agency, so it may be changed in place.
+    let mut merged = vec![false; grants.len()];
+    for key @ (consumer, dataset, purpose) in order {
+        let grant = named[&key];
+        for agency in store.members(consumer) {
+            let by_purpose = slot(slot(&mut table, agency.as_str()), dataset);
+            let Some(existing) = by_purpose.get_mut(purpose) else {
+                by_purpose.insert(purpose.to_owned(), grant);
+                continue;
+            };
+            if *existing == grant {
+                continue;
+            }
+            let addition = std::mem::take(&mut grants[grant as usize]);
+            if merged[*existing as usize] {
+                grants[*existing as usize].merge(&addition);
+            } else {
+                let mut combined = grants[*existing as usize].clone();
+                combined.merge(&addition);
+                grants.push(combined);
+                merged.push(true);
+                *existing = (grants.len() - 1) as u32;
+            }
+            grants[grant as usize] = addition;
+        }
+    }
+    (table, grants)
+}
+
 /// An immutable, compiled policy store. Cheap to share; replaced whole on reload.
 #[derive(Debug)]
 pub struct PolicySet {
@@ -182,8 +277,8 @@ pub struct PolicySet {
     revision: PolicyRevision,
     rules: Vec<Rule>,
     members: std::collections::BTreeMap<String, Vec<AgencyId>>,
-    /// consumer -> dataset -> purpose -> grant; nested so lookups borrow the request's strings.
     table: Table,
+    grants: Vec<Grant>,
 }
 
 /// Today in UTC, the day rule windows are checked against.
@@ -201,35 +296,14 @@ impl PolicySet {
     /// error.
     pub fn compile(sources: &Sources, today: Date) -> Result<PolicySet, LoadErrors> {
         let store = load::load(sources, today)?;
-        let mut table = Table::new();
-        for (index, rule) in store.rules.iter().enumerate() {
-            for consumer in store.members(&rule.consumer) {
-                let by_dataset = slot(&mut table, consumer.as_str());
-                let by_purpose = slot(by_dataset, rule.dataset.as_str());
-                let grant = slot(by_purpose, rule.purpose.as_str());
-                let shadow = rule.status == RuleStatus::Shadow;
-                grant.enforced |= !shadow;
-                grant.shadowed |= shadow;
-                for (field_index, (field, _)) in rule.fields.iter().enumerate() {
-                    let rules = slot(&mut grant.fields, field);
-                    let candidate = Candidate {
-                        rule: index as u32,
-                        field: field_index as u32,
-                    };
-                    if shadow {
-                        rules.shadow.push(candidate);
-                    } else {
-                        rules.enforce.push(candidate);
-                    }
-                }
-            }
-        }
+        let (table, grants) = build_table(&store);
         Ok(PolicySet {
             catalogue: store.catalogue,
             revision: store.revision,
             rules: store.rules,
             members: store.members,
             table,
+            grants,
         })
     }
 
@@ -342,7 +416,8 @@ impl PolicySet {
     }
 
     fn grant(&self, consumer: &str, dataset: &str, purpose: &str) -> Option<&Grant> {
-        self.table.get(consumer)?.get(dataset)?.get(purpose)
+        let index = *self.table.get(consumer)?.get(dataset)?.get(purpose)?;
+        self.grants.get(index as usize)
     }
 
     fn treatment(&self, candidate: Candidate) -> (&Rule, &Treatment) {

@@ -222,63 +222,53 @@ pub(crate) fn load(sources: &Sources, today: Date) -> Result<Store, LoadErrors> 
 
     let mut rules = Vec::new();
     let mut rule_ids: BTreeMap<String, SourceLocation> = BTreeMap::new();
-    for (file, parsed) in parse_rule_files(sources) {
-        let doc = match parsed {
-            Ok(doc) => doc,
-            Err(file_errors) => {
-                errors.extend(file_errors);
-                continue;
-            }
-        };
-        let Some(catalogue) = &catalogue else {
-            continue;
-        };
-        let mut report = Report {
-            file: &file,
-            errors: &mut errors,
-        };
-        for rule in doc.rules {
-            let id = &rule.value.id;
-            let here = location(&file, id.referenced);
-            if let Some(first) = rule_ids.get(&id.value) {
-                report.at(
-                    id.referenced,
-                    format!(
-                        "duplicate rule id {:?}: already used at {first}; rule ids are stable \
-                         names that decisions and audit records refer to, so each must be unique",
-                        id.value
+    for file in read_rule_files(sources, catalogue.as_ref(), today) {
+        for (id, at) in file.ids {
+            match rule_ids.get(&id) {
+                Some(first) => errors.push(PolicyError {
+                    file: at.file.clone(),
+                    line: at.line,
+                    column: at.column,
+                    message: format!(
+                        "duplicate rule id {id:?}: already used at {first}; rule ids are stable \
+                         names that decisions and audit records refer to, so each must be unique"
                     ),
-                );
-            } else {
-                rule_ids.insert(id.value.clone(), here);
-            }
-            if let Some(rule) = build_rule(rule, catalogue, today, &mut report) {
-                rules.push(rule);
+                }),
+                None => {
+                    rule_ids.insert(id, at);
+                }
             }
         }
+        errors.extend(file.errors);
+        rules.extend(file.rules);
     }
 
-    match catalogue {
-        Some(built) if errors.is_empty() => {
-            let mut members = built.groups;
-            for id in built.catalogue.agencies.keys() {
-                members.insert(id.as_str().to_owned(), vec![id.clone()]);
-            }
-            let store = Store {
-                catalogue: built.catalogue,
-                members,
-                rules,
-                revision: sources.revision(),
-            };
-            crate::conflict::check(&store, &mut errors);
-            if errors.is_empty() {
-                Ok(store)
-            } else {
-                Err(LoadErrors(errors))
-            }
-        }
-        _ => Err(LoadErrors(errors)),
+    let Some(built) = catalogue.filter(|_| errors.is_empty()) else {
+        return Err(in_file_order(errors));
+    };
+    let mut members = built.groups;
+    for id in built.catalogue.agencies.keys() {
+        members.insert(id.as_str().to_owned(), vec![id.clone()]);
     }
+    let store = Store {
+        catalogue: built.catalogue,
+        members,
+        rules,
+        revision: sources.revision(),
+    };
+    crate::conflict::check(&store, &mut errors);
+    if errors.is_empty() {
+        Ok(store)
+    } else {
+        Err(in_file_order(errors))
+    }
+}
+
+/// The errors by file, line and column, as a person fixes them; files are checked in parallel,
+/// so they are found in no useful order.
+fn in_file_order(mut errors: Vec<PolicyError>) -> LoadErrors {
+    errors.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+    LoadErrors(errors)
 }
 
 pub(crate) fn location(file: &Path, at: Location) -> SourceLocation {
@@ -289,36 +279,42 @@ pub(crate) fn location(file: &Path, at: Location) -> SourceLocation {
     }
 }
 
-/// Every rule file parsed, in path order. Files are parsed on up to one thread per core: parsing
-/// is most of the time a large store takes to load, and each file is independent.
-fn parse_rule_files(sources: &Sources) -> Vec<(PathBuf, Result<RulesDoc, Vec<PolicyError>>)> {
+/// One rule file, parsed and validated.
+struct RuleFile {
+    /// Every rule's id, with where it is written, for the duplicate check across files.
+    ids: Vec<(String, SourceLocation)>,
+    /// The rules without errors.
+    rules: Vec<Rule>,
+    errors: Vec<PolicyError>,
+}
+
+/// Every rule file parsed and, when there is a catalogue to check them against, validated, in
+/// path order. Files are independent, and parsing them is most of the time a large store takes to
+/// load, so they are read on up to one thread per core.
+fn read_rule_files(
+    sources: &Sources,
+    catalogue: Option<&BuiltCatalogue>,
+    today: Date,
+) -> Vec<RuleFile> {
     let files: Vec<(&String, &Vec<u8>)> = sources
         .files
         .iter()
         .filter(|(name, _)| name.as_str() != CATALOGUE_FILE)
         .collect();
-    let parse_one = |(name, bytes): &(&String, &Vec<u8>)| {
-        let file = PathBuf::from(name.as_str());
-        let mut errors = Vec::new();
-        let doc = text(&file, bytes, &mut errors)
-            .and_then(|text| parse::<RulesDoc>(&file, text, &mut errors));
-        let parsed = match doc {
-            Some(doc) if errors.is_empty() => Ok(doc),
-            _ => Err(errors),
-        };
-        (file, parsed)
+    let read_one = |(name, bytes): &(&String, &Vec<u8>)| {
+        read_rule_file(Path::new(name.as_str()), bytes, catalogue, today)
     };
     let threads = std::thread::available_parallelism()
         .map_or(1, usize::from)
         .min(files.len());
     if threads <= 1 {
-        return files.iter().map(parse_one).collect();
+        return files.iter().map(read_one).collect();
     }
     let chunk = files.len().div_ceil(threads);
     std::thread::scope(|scope| {
         let workers: Vec<_> = files
             .chunks(chunk)
-            .map(|part| scope.spawn(move || part.iter().map(parse_one).collect::<Vec<_>>()))
+            .map(|part| scope.spawn(move || part.iter().map(read_one).collect::<Vec<_>>()))
             .collect();
         workers
             .into_iter()
@@ -329,6 +325,40 @@ fn parse_rule_files(sources: &Sources) -> Vec<(PathBuf, Result<RulesDoc, Vec<Pol
             })
             .collect()
     })
+}
+
+fn read_rule_file(
+    file: &Path,
+    bytes: &[u8],
+    catalogue: Option<&BuiltCatalogue>,
+    today: Date,
+) -> RuleFile {
+    let mut read = RuleFile {
+        ids: Vec::new(),
+        rules: Vec::new(),
+        errors: Vec::new(),
+    };
+    let Some(doc) = text(file, bytes, &mut read.errors)
+        .and_then(|text| parse::<RulesDoc>(file, text, &mut read.errors))
+    else {
+        return read;
+    };
+    let Some(catalogue) = catalogue else {
+        return read;
+    };
+    let mut report = Report {
+        file,
+        errors: &mut read.errors,
+    };
+    for rule in doc.rules {
+        let id = &rule.value.id;
+        read.ids
+            .push((id.value.clone(), location(file, id.referenced)));
+        if let Some(rule) = build_rule(rule, catalogue, today, &mut report) {
+            read.rules.push(rule);
+        }
+    }
+    read
 }
 
 /// The file as UTF-8 text, if it is within the size limit.

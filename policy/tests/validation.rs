@@ -931,3 +931,64 @@ fn a_group_rule_applies_to_each_member_and_to_no_one_else() {
         assert_eq!(refusal, Refusal::NoRule, "{outsider}");
     }
 }
+
+/// An agency in two groups, with a rule of its own: each member gets exactly the rules that name
+/// it or one of its groups, whatever the order the rules are written in. (The decision table
+/// compiles a group's rules once and shares them between its members; this checks that no
+/// member's merged rules leak into the shared ones.)
+#[test]
+fn an_agency_in_two_groups_gets_both_groups_rules_and_its_own_and_no_one_else_does() {
+    let catalogue = CATALOGUE.replace(
+        "groups:\n",
+        "groups:\n  housing-partners:\n    members: [housing-programme, health-authority]\n",
+    );
+    let rule = |id: &str, consumer: &str, field: &str| {
+        format!(
+            "rules:\n  - id: {id}\n    consumer: {consumer}\n    dataset: identity.person\n    \
+             purpose: housing-grant\n    legal_basis: statute\n    reference: Law 1\n    \
+             fields:\n      {field}: allow\n"
+        )
+    };
+    let federal = rule("federal", "federal-agencies", "sex");
+    let partners = rule("partners", "housing-partners", "nationality");
+    let own = rule("own", "housing-programme", "full_name_en");
+    let orders = [
+        [&federal, &partners, &own],
+        [&own, &partners, &federal],
+        [&partners, &own, &federal],
+    ];
+    for order in orders {
+        let files = [
+            ("catalogue.yaml", catalogue.as_str()),
+            ("rules/a.yaml", order[0].as_str()),
+            ("rules/b.yaml", order[1].as_str()),
+            ("rules/c.yaml", order[2].as_str()),
+        ];
+        let set = PolicySet::compile(&Sources::from_files(files), day())
+            .unwrap_or_else(|errors| panic!("the store should load, but: {errors}"));
+        let released = |consumer: &str| -> Vec<String> {
+            ["sex", "nationality", "full_name_en"]
+                .into_iter()
+                .filter_map(|field| {
+                    match decided(&set, consumer, "identity.person", field, day()) {
+                        (treatment, Some(rule)) if treatment == "allow" => {
+                            Some(format!("{field}:{rule}"))
+                        }
+                        _ => None,
+                    }
+                })
+                .collect()
+        };
+        assert_eq!(
+            released("housing-programme"),
+            ["sex:federal", "nationality:partners", "full_name_en:own"],
+            "{order:?}"
+        );
+        assert_eq!(released("labour-ministry"), ["sex:federal"], "{order:?}");
+        assert_eq!(
+            released("health-authority"),
+            ["nationality:partners"],
+            "{order:?}"
+        );
+    }
+}
