@@ -19,6 +19,11 @@ use std::time::Instant;
 use criterion::{Criterion, criterion_group, criterion_main};
 use isnad_policy::{Date, FieldDecision, PolicySet, Sources};
 
+// The allocator of the `isnad` binary (gateway/src/main.rs), so that the figures are the ones the
+// gateway sees; cedar runs with it too.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const AGENCIES: usize = 500;
 const PROVIDERS: usize = 50;
 const DATASETS: usize = 50;

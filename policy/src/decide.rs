@@ -296,7 +296,22 @@ impl PolicySet {
     /// error.
     pub fn compile(sources: &Sources, today: Date) -> Result<PolicySet, LoadErrors> {
         let store = load::load(sources, today)?;
-        let (table, grants) = build_table(&store);
+        // The contradiction check and the table read the same rules: build both at once.
+        let (conflicts, (table, grants)) = std::thread::scope(|scope| {
+            let check = scope.spawn(|| {
+                let mut errors = Vec::new();
+                crate::conflict::check(&store, &mut errors);
+                errors
+            });
+            let table = build_table(&store);
+            let conflicts = check
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (conflicts, table)
+        });
+        if !conflicts.is_empty() {
+            return Err(load::in_file_order(conflicts));
+        }
         Ok(PolicySet {
             catalogue: store.catalogue,
             revision: store.revision,

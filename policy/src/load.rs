@@ -197,28 +197,19 @@ fn whole_file(file: &str, message: String) -> PolicyError {
     }
 }
 
-/// Parses and validates `sources` as of `today` (windows that ended before it are errors).
+/// Parses and validates `sources` as of `today` (windows that ended before it are errors), every
+/// rule on its own; rules that contradict each other are found by [`crate::conflict::check`].
 pub(crate) fn load(sources: &Sources, today: Date) -> Result<Store, LoadErrors> {
-    let mut errors = Vec::new();
-    let catalogue_path = PathBuf::from(CATALOGUE_FILE);
-    let catalogue = match sources.files.get(CATALOGUE_FILE) {
-        Some(bytes) => text(&catalogue_path, bytes, &mut errors)
-            .and_then(|text| parse::<CatalogueDoc>(&catalogue_path, text, &mut errors))
-            .map(|doc| {
-                let mut report = Report {
-                    file: &catalogue_path,
-                    errors: &mut errors,
-                };
-                build_catalogue(doc, &mut report)
-            }),
-        None => {
-            errors.push(whole_file(
-                CATALOGUE_FILE,
-                "missing: a store needs a catalogue".into(),
-            ));
-            None
-        }
-    };
+    // Hashing every file is independent of the catalogue, which the rules need first: do both
+    // at once.
+    let (revision, (catalogue, mut errors)) = std::thread::scope(|scope| {
+        let revision = scope.spawn(|| sources.revision());
+        let catalogue = read_catalogue(sources);
+        let revision = revision
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (revision, catalogue)
+    });
 
     let mut rules = Vec::new();
     let mut rule_ids: BTreeMap<String, SourceLocation> = BTreeMap::new();
@@ -254,19 +245,39 @@ pub(crate) fn load(sources: &Sources, today: Date) -> Result<Store, LoadErrors> 
         catalogue: built.catalogue,
         members,
         rules,
-        revision: sources.revision(),
+        revision,
     };
-    crate::conflict::check(&store, &mut errors);
-    if errors.is_empty() {
-        Ok(store)
-    } else {
-        Err(in_file_order(errors))
-    }
+    Ok(store)
+}
+
+/// The catalogue, built and checked, and its errors.
+fn read_catalogue(sources: &Sources) -> (Option<BuiltCatalogue>, Vec<PolicyError>) {
+    let mut errors = Vec::new();
+    let catalogue_path = PathBuf::from(CATALOGUE_FILE);
+    let catalogue = match sources.files.get(CATALOGUE_FILE) {
+        Some(bytes) => text(&catalogue_path, bytes, &mut errors)
+            .and_then(|text| parse::<CatalogueDoc>(&catalogue_path, text, &mut errors))
+            .map(|doc| {
+                let mut report = Report {
+                    file: &catalogue_path,
+                    errors: &mut errors,
+                };
+                build_catalogue(doc, &mut report)
+            }),
+        None => {
+            errors.push(whole_file(
+                CATALOGUE_FILE,
+                "missing: a store needs a catalogue".into(),
+            ));
+            None
+        }
+    };
+    (catalogue, errors)
 }
 
 /// The errors by file, line and column, as a person fixes them; files are checked in parallel,
 /// so they are found in no useful order.
-fn in_file_order(mut errors: Vec<PolicyError>) -> LoadErrors {
+pub(crate) fn in_file_order(mut errors: Vec<PolicyError>) -> LoadErrors {
     errors.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
     LoadErrors(errors)
 }
