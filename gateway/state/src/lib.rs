@@ -1,0 +1,206 @@
+//! The gateway's shared consent state: what every gateway node must agree on when it decides
+//! whether a consent may be used.
+//!
+//! - revoked consent ids, kept until the consent expires (after that the token is refused for
+//!   its `exp` anyway);
+//! - use counters for consents with `max_uses`;
+//! - frequency limits from policy, counted per (consumer, subject, dataset) in fixed windows;
+//! - a replay guard: a consumer's request id is admitted once within its time to live.
+//!
+//! One trait, [`ConsentState`], with an in-process back-end ([`MemoryState`], the default for a
+//! single node); a Redis back-end for several nodes is the next step of issue 4. Every
+//! back-end passes the same conformance suite (`tests/conformance.rs`).
+//!
+//! The state never holds personal identifiers: the gateway passes a keyed pseudonym of the
+//! subject (HMAC-SHA256 under its own key), never the ID the request names.
+//!
+//! [`ConsentState::admit`] is one atomic step: it checks everything before it changes anything,
+//! so a refused request consumes no use and records no request id.
+
+mod memory;
+
+use std::future::Future;
+use std::time::{Duration, SystemTime};
+
+pub use memory::{DEFAULT_CAPACITY, MemoryState};
+
+/// Everything one request asks of the shared state. Each part is optional: a request under a
+/// statute rule without a frequency limit needs no state at all.
+#[derive(Debug, Clone, Copy)]
+pub struct Admission<'a> {
+    /// The time the gateway decides at.
+    pub now: SystemTime,
+    /// The replay guard for the request's id.
+    pub request: Option<RequestGuard<'a>>,
+    /// The consent the request uses.
+    pub consent: Option<ConsentUse<'a>>,
+    /// The frequency limit that applies to the request.
+    pub rate: Option<RateLimit<'a>>,
+}
+
+/// A consumer's request id, admitted once within `ttl`.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestGuard<'a> {
+    /// The consumer agency.
+    pub consumer: &'a str,
+    /// The request id the consumer chose.
+    pub request_id: &'a str,
+    /// How long the id is remembered.
+    pub ttl: Duration,
+}
+
+/// The use of one consent.
+#[derive(Debug, Clone, Copy)]
+pub struct ConsentUse<'a> {
+    /// The consent id (the token's `jti`).
+    pub id: &'a str,
+    /// When the consent expires (the token's `exp`); its state is kept until then.
+    pub expires_at: SystemTime,
+    /// How many requests the consent allows, if it limits them.
+    pub max_uses: Option<u64>,
+}
+
+/// A frequency limit: at most `limit` requests per `window` for one consumer, subject and
+/// dataset. Windows are fixed and aligned to the Unix epoch.
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimit<'a> {
+    /// The consumer agency.
+    pub consumer: &'a str,
+    /// The subject's pseudonym, never the subject's ID.
+    pub subject: &'a str,
+    /// The dataset.
+    pub dataset: &'a str,
+    /// Requests allowed per window.
+    pub limit: u32,
+    /// The window's length (at least one second).
+    pub window: Duration,
+}
+
+/// The answer to an [`Admission`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Admitted; its uses and counts are recorded.
+    Admitted {
+        /// The consent's uses including this one, when the consent limits them.
+        uses: Option<u64>,
+    },
+    /// Refused; nothing was recorded.
+    Refused(Refusal),
+}
+
+/// Why the shared state refuses a request. The codes are stable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The consumer already sent this request id.
+    Replayed,
+    /// The consent was revoked.
+    Revoked,
+    /// The consent has been used `max_uses` times.
+    UsesExhausted,
+    /// The frequency limit is reached; a new window starts after `retry_after`.
+    RateLimited {
+        /// Until the next window.
+        retry_after: Duration,
+    },
+}
+
+impl Refusal {
+    /// The stable reason code.
+    pub fn code(self) -> &'static str {
+        match self {
+            Refusal::Replayed => "request_replayed",
+            Refusal::Revoked => "consent_revoked",
+            Refusal::UsesExhausted => "consent_uses_exhausted",
+            Refusal::RateLimited { .. } => "rate_limited",
+        }
+    }
+}
+
+/// The state cannot answer. The gateway fails closed: a request that needs the state is refused
+/// (UNAVAILABLE), and nothing is released.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    /// The back-end cannot be reached or answered wrongly.
+    #[error("the shared state is unavailable: {reason}")]
+    Unavailable {
+        /// What went wrong, for the operator.
+        reason: String,
+    },
+    /// The in-process state holds as many live entries as it may.
+    #[error("the shared state is full ({entries} live entries)")]
+    Full {
+        /// Its capacity.
+        entries: usize,
+    },
+    /// The request is not one the state can hold (an empty id, a window under one second).
+    #[error("invalid state request: {0}")]
+    Invalid(&'static str),
+}
+
+impl StateError {
+    /// The stable reason code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            StateError::Unavailable { .. } => "state_unavailable",
+            StateError::Full { .. } => "state_full",
+            StateError::Invalid(_) => "state_invalid",
+        }
+    }
+}
+
+/// Shared consent state. Implementations are cheap to share between tasks.
+pub trait ConsentState: Send + Sync {
+    /// Checks the request against the replay guard, revocations, use counts and the frequency
+    /// limit, in that order, and records it only if every check passes: one atomic step.
+    fn admit(
+        &self,
+        admission: &Admission<'_>,
+    ) -> impl Future<Output = Result<Verdict, StateError>> + Send;
+
+    /// Revokes a consent until `expires_at`. Revoking twice is the same as once.
+    fn revoke(
+        &self,
+        consent_id: &str,
+        expires_at: SystemTime,
+        now: SystemTime,
+    ) -> impl Future<Output = Result<(), StateError>> + Send;
+
+    /// Whether a consent is revoked.
+    fn is_revoked(
+        &self,
+        consent_id: &str,
+        now: SystemTime,
+    ) -> impl Future<Output = Result<bool, StateError>> + Send;
+}
+
+/// The start and end of the fixed window `now` falls in, as seconds since the Unix epoch, and
+/// the time left until its end.
+pub(crate) fn window_of(now: SystemTime, window: Duration) -> (u64, Duration) {
+    let length = window.as_secs().max(1);
+    let since_epoch = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let index = since_epoch.as_secs() / length;
+    let end = Duration::from_secs((index + 1) * length);
+    (index, end.saturating_sub(since_epoch))
+}
+
+/// Checks what every back-end refuses alike.
+pub(crate) fn validate(admission: &Admission<'_>) -> Result<(), StateError> {
+    if let Some(request) = admission.request
+        && request.request_id.is_empty()
+    {
+        return Err(StateError::Invalid("empty request id"));
+    }
+    if let Some(consent) = admission.consent
+        && consent.id.is_empty()
+    {
+        return Err(StateError::Invalid("empty consent id"));
+    }
+    if let Some(rate) = admission.rate
+        && rate.window < Duration::from_secs(1)
+    {
+        return Err(StateError::Invalid("a frequency window under one second"));
+    }
+    Ok(())
+}

@@ -1,0 +1,371 @@
+//! The conformance suite every back-end of [`ConsentState`] must pass. Each case is written
+//! once, generic over the back-end and over a clock: the in-process back-end takes the time it
+//! is given, so its clock jumps; a back-end that keeps time itself (Redis expires keys on its
+//! own clock) gets a clock that really waits.
+
+use std::time::{Duration, SystemTime};
+
+use isnad_state::{
+    Admission, ConsentState, ConsentUse, MemoryState, RateLimit, Refusal, RequestGuard, Verdict,
+};
+
+/// The time a case runs at, and how it moves on.
+trait Clock {
+    fn now(&self) -> SystemTime;
+    /// Moves `by` forward and returns the new time.
+    async fn advance(&mut self, by: Duration) -> SystemTime;
+}
+
+/// A clock that jumps: for back-ends that take the time from the caller.
+struct Jumping(SystemTime);
+
+impl Clock for Jumping {
+    fn now(&self) -> SystemTime {
+        self.0
+    }
+    async fn advance(&mut self, by: Duration) -> SystemTime {
+        self.0 += by;
+        self.0
+    }
+}
+
+fn at(now: SystemTime) -> Admission<'static> {
+    Admission {
+        now,
+        request: None,
+        consent: None,
+        rate: None,
+    }
+}
+
+fn request<'a>(consumer: &'a str, id: &'a str) -> Option<RequestGuard<'a>> {
+    Some(RequestGuard {
+        consumer,
+        request_id: id,
+        ttl: Duration::from_secs(600),
+    })
+}
+
+fn consent(id: &str, now: SystemTime, max_uses: Option<u64>) -> Option<ConsentUse<'_>> {
+    Some(ConsentUse {
+        id,
+        expires_at: now + Duration::from_secs(3600),
+        max_uses,
+    })
+}
+
+fn rate<'a>(dataset: &'a str, limit: u32, window: Duration) -> Option<RateLimit<'a>> {
+    Some(RateLimit {
+        consumer: "housing-programme",
+        subject: "pseudonym-1",
+        dataset,
+        limit,
+        window,
+    })
+}
+
+const ADMITTED: Verdict = Verdict::Admitted { uses: None };
+
+async fn a_request_id_is_admitted_once_per_consumer(state: &impl ConsentState, clock: impl Clock) {
+    let now = clock.now();
+    let first = Admission {
+        request: request("housing-programme", "r-1"),
+        ..at(now)
+    };
+    assert_eq!(state.admit(&first).await, Ok(ADMITTED));
+    assert_eq!(
+        state.admit(&first).await,
+        Ok(Verdict::Refused(Refusal::Replayed))
+    );
+    let other_consumer = Admission {
+        request: request("health-authority", "r-1"),
+        ..at(now)
+    };
+    assert_eq!(state.admit(&other_consumer).await, Ok(ADMITTED));
+}
+
+async fn a_revoked_consent_is_refused_until_it_expires(
+    state: &impl ConsentState,
+    mut clock: impl Clock,
+) {
+    let now = clock.now();
+    let use_it = |now| Admission {
+        consent: Some(ConsentUse {
+            id: "consent-1",
+            expires_at: now + Duration::from_secs(2),
+            max_uses: None,
+        }),
+        ..at(now)
+    };
+    assert_eq!(state.admit(&use_it(now)).await, Ok(ADMITTED));
+    assert_eq!(state.is_revoked("consent-1", now).await, Ok(false));
+    let expires_at = now + Duration::from_secs(1);
+    state
+        .revoke("consent-1", expires_at, now)
+        .await
+        .expect("revoked");
+    // Twice is the same as once.
+    state
+        .revoke("consent-1", expires_at, now)
+        .await
+        .expect("revoked again");
+    assert_eq!(state.is_revoked("consent-1", now).await, Ok(true));
+    assert_eq!(
+        state.admit(&use_it(now)).await,
+        Ok(Verdict::Refused(Refusal::Revoked))
+    );
+    assert_eq!(state.is_revoked("consent-2", now).await, Ok(false));
+    // After the consent's expiry the revocation is forgotten (the token is refused for its
+    // `exp` by then).
+    let later = clock.advance(Duration::from_millis(2100)).await;
+    assert_eq!(state.is_revoked("consent-1", later).await, Ok(false));
+}
+
+async fn a_consent_is_used_at_most_max_uses_times(state: &impl ConsentState, clock: impl Clock) {
+    let now = clock.now();
+    let use_it = Admission {
+        consent: consent("consent-3", now, Some(3)),
+        ..at(now)
+    };
+    for uses in 1..=3 {
+        assert_eq!(
+            state.admit(&use_it).await,
+            Ok(Verdict::Admitted { uses: Some(uses) })
+        );
+    }
+    assert_eq!(
+        state.admit(&use_it).await,
+        Ok(Verdict::Refused(Refusal::UsesExhausted))
+    );
+}
+
+async fn a_refused_request_changes_nothing(state: &impl ConsentState, clock: impl Clock) {
+    let now = clock.now();
+    let first = Admission {
+        request: request("housing-programme", "r-2"),
+        consent: consent("consent-4", now, Some(2)),
+        ..at(now)
+    };
+    assert_eq!(
+        state.admit(&first).await,
+        Ok(Verdict::Admitted { uses: Some(1) })
+    );
+    // A replay is refused and consumes no use.
+    assert_eq!(
+        state.admit(&first).await,
+        Ok(Verdict::Refused(Refusal::Replayed))
+    );
+    // A request refused by its frequency limit records neither its id nor a use.
+    let limited = Admission {
+        request: request("housing-programme", "r-3"),
+        consent: consent("consent-4", now, Some(2)),
+        rate: rate("civil.family", 0, Duration::from_secs(60)),
+        ..at(now)
+    };
+    assert!(matches!(
+        state.admit(&limited).await,
+        Ok(Verdict::Refused(Refusal::RateLimited { .. }))
+    ));
+    let retried = Admission {
+        rate: None,
+        ..limited
+    };
+    assert_eq!(
+        state.admit(&retried).await,
+        Ok(Verdict::Admitted { uses: Some(2) })
+    );
+}
+
+async fn a_frequency_limit_holds_per_window_and_dataset(
+    state: &impl ConsentState,
+    mut clock: impl Clock,
+) {
+    let now = clock.now();
+    let window = Duration::from_secs(1);
+    let ask = |now, dataset| Admission {
+        rate: rate(dataset, 2, window),
+        ..at(now)
+    };
+    assert_eq!(
+        state.admit(&ask(now, "labour.employment")).await,
+        Ok(ADMITTED)
+    );
+    assert_eq!(
+        state.admit(&ask(now, "labour.employment")).await,
+        Ok(ADMITTED)
+    );
+    match state.admit(&ask(now, "labour.employment")).await {
+        Ok(Verdict::Refused(Refusal::RateLimited { retry_after })) => {
+            assert!(retry_after <= window, "{retry_after:?}");
+        }
+        other => panic!("the third request in a window of two: {other:?}"),
+    }
+    // Another dataset has its own count.
+    assert_eq!(state.admit(&ask(now, "civil.family")).await, Ok(ADMITTED));
+    // The next window admits again.
+    let later = clock.advance(Duration::from_millis(1100)).await;
+    assert_eq!(
+        state.admit(&ask(later, "labour.employment")).await,
+        Ok(ADMITTED)
+    );
+}
+
+async fn keys_made_of_several_parts_never_collide(state: &impl ConsentState, clock: impl Clock) {
+    let now = clock.now();
+    // Pairs that collide when parts are joined with a separator, or simply concatenated.
+    for (first, second) in [(("a:b", "c"), ("a", "b:c")), (("ab", "c"), ("a", "bc"))] {
+        for (consumer, id) in [first, second] {
+            let admission = Admission {
+                request: request(consumer, id),
+                ..at(now)
+            };
+            assert_eq!(
+                state.admit(&admission).await,
+                Ok(ADMITTED),
+                "{consumer:?} {id:?}"
+            );
+        }
+    }
+}
+
+async fn concurrent_uses_never_exceed_max_uses<S: ConsentState + 'static>(
+    state: std::sync::Arc<S>,
+    clock: impl Clock,
+) {
+    let now = clock.now();
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let state = state.clone();
+            tokio::spawn(async move {
+                let use_it = Admission {
+                    consent: consent("consent-5", now, Some(10)),
+                    ..at(now)
+                };
+                state.admit(&use_it).await
+            })
+        })
+        .collect();
+    let mut admitted = 0;
+    for task in tasks {
+        match task.await.expect("the task ran") {
+            Ok(Verdict::Admitted { .. }) => admitted += 1,
+            Ok(Verdict::Refused(Refusal::UsesExhausted)) => {}
+            other => panic!("unexpected: {other:?}"),
+        }
+    }
+    assert_eq!(admitted, 10);
+}
+
+async fn bad_requests_are_refused_with_a_reason(state: &impl ConsentState, clock: impl Clock) {
+    let now = clock.now();
+    let empty_id = Admission {
+        request: request("housing-programme", ""),
+        ..at(now)
+    };
+    assert_eq!(
+        state.admit(&empty_id).await.map_err(|e| e.code()),
+        Err("state_invalid")
+    );
+    let tiny_window = Admission {
+        rate: rate("civil.family", 5, Duration::from_millis(10)),
+        ..at(now)
+    };
+    assert_eq!(
+        state.admit(&tiny_window).await.map_err(|e| e.code()),
+        Err("state_invalid")
+    );
+    assert_eq!(
+        state.revoke("", now, now).await.map_err(|e| e.code()),
+        Err("state_invalid")
+    );
+}
+
+/// Runs every case against a fresh state from `$state` and a clock from `$clock`.
+macro_rules! conformance {
+    ($backend:ident, $state:expr, $clock:expr) => {
+        mod $backend {
+            use super::*;
+
+            #[tokio::test]
+            async fn a_request_id_is_admitted_once_per_consumer() {
+                super::a_request_id_is_admitted_once_per_consumer(&$state, $clock).await;
+            }
+
+            #[tokio::test]
+            async fn a_revoked_consent_is_refused_until_it_expires() {
+                super::a_revoked_consent_is_refused_until_it_expires(&$state, $clock).await;
+            }
+
+            #[tokio::test]
+            async fn a_consent_is_used_at_most_max_uses_times() {
+                super::a_consent_is_used_at_most_max_uses_times(&$state, $clock).await;
+            }
+
+            #[tokio::test]
+            async fn a_refused_request_changes_nothing() {
+                super::a_refused_request_changes_nothing(&$state, $clock).await;
+            }
+
+            #[tokio::test]
+            async fn a_frequency_limit_holds_per_window_and_dataset() {
+                super::a_frequency_limit_holds_per_window_and_dataset(&$state, $clock).await;
+            }
+
+            #[tokio::test]
+            async fn keys_made_of_several_parts_never_collide() {
+                super::keys_made_of_several_parts_never_collide(&$state, $clock).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn concurrent_uses_never_exceed_max_uses() {
+                super::concurrent_uses_never_exceed_max_uses(std::sync::Arc::new($state), $clock)
+                    .await;
+            }
+
+            #[tokio::test]
+            async fn bad_requests_are_refused_with_a_reason() {
+                super::bad_requests_are_refused_with_a_reason(&$state, $clock).await;
+            }
+        }
+    };
+}
+
+/// A fixed day, so window boundaries do not depend on when the suite runs (a window of one
+/// second starts at a whole second).
+fn fixed_day() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_780_000_000)
+}
+
+conformance!(memory, MemoryState::new(), Jumping(fixed_day()));
+
+/// The in-process state's own bound: beyond its capacity it refuses rather than grows, and
+/// expired entries make room again.
+#[tokio::test]
+async fn the_memory_state_is_bounded_and_sweeps_expired_entries() {
+    let state = MemoryState::with_capacity(3);
+    let now = fixed_day();
+    for id in ["r-1", "r-2", "r-3"] {
+        let admission = Admission {
+            request: Some(RequestGuard {
+                consumer: "housing-programme",
+                request_id: id,
+                ttl: Duration::from_secs(10),
+            }),
+            ..at(now)
+        };
+        assert_eq!(state.admit(&admission).await, Ok(ADMITTED));
+    }
+    let fourth = Admission {
+        request: request("housing-programme", "r-4"),
+        ..at(now)
+    };
+    assert_eq!(
+        state.admit(&fourth).await.map_err(|e| e.code()),
+        Err("state_full")
+    );
+    let later = Admission {
+        now: now + Duration::from_secs(11),
+        ..fourth
+    };
+    assert_eq!(state.admit(&later).await, Ok(ADMITTED));
+}
