@@ -8,8 +8,9 @@
 //! - a replay guard: a consumer's request id is admitted once within its time to live.
 //!
 //! One trait, [`ConsentState`], with an in-process back-end ([`MemoryState`], the default for a
-//! single node); a Redis back-end for several nodes is the next step of issue 4. Every
-//! back-end passes the same conformance suite (`tests/conformance.rs`).
+//! single node) and a Redis back-end ([`RedisState`], for several nodes behind one service).
+//! Both pass the same conformance suite (`tests/conformance.rs`), Redis against a real
+//! `redis-server`. [`SharedState`] picks one at run time.
 //!
 //! The state never holds personal identifiers: the gateway passes a keyed pseudonym of the
 //! subject (HMAC-SHA256 under its own key), never the ID the request names.
@@ -18,11 +19,15 @@
 //! so a refused request consumes no use and records no request id.
 
 mod memory;
+mod redis_state;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::future::Future;
 use std::time::{Duration, SystemTime};
 
 pub use memory::{DEFAULT_CAPACITY, MemoryState};
+pub use redis_state::{RedisOptions, RedisState};
 
 /// Everything one request asks of the shared state. Each part is optional: a request under a
 /// statute rule without a frequency limit needs no state at all.
@@ -203,4 +208,70 @@ pub(crate) fn validate(admission: &Admission<'_>) -> Result<(), StateError> {
         return Err(StateError::Invalid("a frequency window under one second"));
     }
     Ok(())
+}
+
+/// A map key made of several parts, each prefixed with its length, so that no choice of parts
+/// can produce another's key (`"a:b" + "c"` and `"a" + "b:c"` differ).
+pub(crate) fn key(parts: &[&str]) -> String {
+    let mut key = String::with_capacity(parts.iter().map(|p| p.len() + 4).sum());
+    for part in parts {
+        key.push_str(&part.len().to_string());
+        key.push(':');
+        key.push_str(part);
+    }
+    key
+}
+
+/// The back-end a gateway runs with, chosen by its configuration.
+#[derive(Debug)]
+pub enum SharedState {
+    /// In process: one node.
+    Memory(MemoryState),
+    /// Redis: several nodes.
+    Redis(RedisState),
+}
+
+impl SharedState {
+    /// `memory`, or a `redis://host:port[/db]` URL.
+    pub fn from_config(value: &str) -> Result<SharedState, String> {
+        if value == "memory" {
+            return Ok(SharedState::Memory(MemoryState::new()));
+        }
+        if value.starts_with("redis://") {
+            return RedisState::new(value, RedisOptions::default())
+                .map(SharedState::Redis)
+                .map_err(|error| error.to_string());
+        }
+        Err(format!(
+            "shared state {value:?}: write `memory` (one node) or a redis://host:port URL"
+        ))
+    }
+}
+
+impl ConsentState for SharedState {
+    async fn admit(&self, admission: &Admission<'_>) -> Result<Verdict, StateError> {
+        match self {
+            SharedState::Memory(state) => state.admit(admission).await,
+            SharedState::Redis(state) => state.admit(admission).await,
+        }
+    }
+
+    async fn revoke(
+        &self,
+        consent_id: &str,
+        expires_at: SystemTime,
+        now: SystemTime,
+    ) -> Result<(), StateError> {
+        match self {
+            SharedState::Memory(state) => state.revoke(consent_id, expires_at, now).await,
+            SharedState::Redis(state) => state.revoke(consent_id, expires_at, now).await,
+        }
+    }
+
+    async fn is_revoked(&self, consent_id: &str, now: SystemTime) -> Result<bool, StateError> {
+        match self {
+            SharedState::Memory(state) => state.is_revoked(consent_id, now).await,
+            SharedState::Redis(state) => state.is_revoked(consent_id, now).await,
+        }
+    }
 }

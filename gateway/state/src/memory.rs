@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::SystemTime;
 
-use crate::{Admission, ConsentState, Refusal, StateError, Verdict, validate, window_of};
+use crate::{Admission, ConsentState, Refusal, StateError, Verdict, key, validate, window_of};
 
 /// The default bound on live entries (request ids, revocations, use counters, windows).
 pub const DEFAULT_CAPACITY: usize = 1_000_000;
@@ -32,18 +32,6 @@ struct Inner {
     windows: HashMap<String, (u64, u32, SystemTime)>,
     /// The number of entries after the last sweep.
     after_sweep: usize,
-}
-
-/// A map key made of several parts, each prefixed with its length, so that no choice of parts
-/// can produce another's key (`"a:b" + "c"` and `"a" + "b:c"` differ).
-fn key(parts: &[&str]) -> String {
-    let mut key = String::with_capacity(parts.iter().map(|p| p.len() + 4).sum());
-    for part in parts {
-        key.push_str(&part.len().to_string());
-        key.push(':');
-        key.push_str(part);
-    }
-    key
 }
 
 impl Inner {
@@ -190,6 +178,10 @@ impl MemoryState {
     ) -> Result<(), StateError> {
         if consent_id.is_empty() {
             return Err(StateError::Invalid("empty consent id"));
+        }
+        if expires_at <= now {
+            // Expired consents are refused for their `exp`; there is nothing to keep.
+            return Ok(());
         }
         let mut inner = self.lock();
         inner.maybe_sweep(now);

@@ -5,8 +5,10 @@
 
 use std::time::{Duration, SystemTime};
 
+use isnad_state::testing::RedisServer;
 use isnad_state::{
-    Admission, ConsentState, ConsentUse, MemoryState, RateLimit, Refusal, RequestGuard, Verdict,
+    Admission, ConsentState, ConsentUse, MemoryState, RateLimit, RedisOptions, RedisState, Refusal,
+    RequestGuard, Verdict,
 };
 
 /// The time a case runs at, and how it moves on.
@@ -14,6 +16,9 @@ trait Clock {
     fn now(&self) -> SystemTime;
     /// Moves `by` forward and returns the new time.
     async fn advance(&mut self, by: Duration) -> SystemTime;
+    /// Moves to just after the start of a second, so that a one-second window has room for a
+    /// few calls, and returns the new time.
+    async fn align(&mut self) -> SystemTime;
 }
 
 /// A clock that jumps: for back-ends that take the time from the caller.
@@ -26,6 +31,31 @@ impl Clock for Jumping {
     async fn advance(&mut self, by: Duration) -> SystemTime {
         self.0 += by;
         self.0
+    }
+    async fn align(&mut self) -> SystemTime {
+        self.0
+    }
+}
+
+/// The real clock: for back-ends that expire entries on their own clock.
+struct Waiting;
+
+impl Clock for Waiting {
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+    async fn advance(&mut self, by: Duration) -> SystemTime {
+        tokio::time::sleep(by).await;
+        SystemTime::now()
+    }
+    async fn align(&mut self) -> SystemTime {
+        let since_epoch = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .expect("after 1970");
+        let to_next_second =
+            Duration::from_secs(1) - Duration::from_nanos(since_epoch.subsec_nanos().into());
+        self.advance(to_next_second + Duration::from_millis(20))
+            .await
     }
 }
 
@@ -180,7 +210,7 @@ async fn a_frequency_limit_holds_per_window_and_dataset(
     state: &impl ConsentState,
     mut clock: impl Clock,
 ) {
-    let now = clock.now();
+    let now = clock.align().await;
     let window = Duration::from_secs(1);
     let ask = |now, dataset| Admission {
         rate: rate(dataset, 2, window),
@@ -282,49 +312,57 @@ async fn bad_requests_are_refused_with_a_reason(state: &impl ConsentState, clock
 
 /// Runs every case against a fresh state from `$state` and a clock from `$clock`.
 macro_rules! conformance {
-    ($backend:ident, $state:expr, $clock:expr) => {
+    ($backend:ident, $setup:expr, $clock:expr) => {
         mod $backend {
             use super::*;
 
             #[tokio::test]
             async fn a_request_id_is_admitted_once_per_consumer() {
-                super::a_request_id_is_admitted_once_per_consumer(&$state, $clock).await;
+                let (_running, state) = $setup;
+                super::a_request_id_is_admitted_once_per_consumer(&state, $clock).await;
             }
 
             #[tokio::test]
             async fn a_revoked_consent_is_refused_until_it_expires() {
-                super::a_revoked_consent_is_refused_until_it_expires(&$state, $clock).await;
+                let (_running, state) = $setup;
+                super::a_revoked_consent_is_refused_until_it_expires(&state, $clock).await;
             }
 
             #[tokio::test]
             async fn a_consent_is_used_at_most_max_uses_times() {
-                super::a_consent_is_used_at_most_max_uses_times(&$state, $clock).await;
+                let (_running, state) = $setup;
+                super::a_consent_is_used_at_most_max_uses_times(&state, $clock).await;
             }
 
             #[tokio::test]
             async fn a_refused_request_changes_nothing() {
-                super::a_refused_request_changes_nothing(&$state, $clock).await;
+                let (_running, state) = $setup;
+                super::a_refused_request_changes_nothing(&state, $clock).await;
             }
 
             #[tokio::test]
             async fn a_frequency_limit_holds_per_window_and_dataset() {
-                super::a_frequency_limit_holds_per_window_and_dataset(&$state, $clock).await;
+                let (_running, state) = $setup;
+                super::a_frequency_limit_holds_per_window_and_dataset(&state, $clock).await;
             }
 
             #[tokio::test]
             async fn keys_made_of_several_parts_never_collide() {
-                super::keys_made_of_several_parts_never_collide(&$state, $clock).await;
+                let (_running, state) = $setup;
+                super::keys_made_of_several_parts_never_collide(&state, $clock).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn concurrent_uses_never_exceed_max_uses() {
-                super::concurrent_uses_never_exceed_max_uses(std::sync::Arc::new($state), $clock)
+                let (_running, state) = $setup;
+                super::concurrent_uses_never_exceed_max_uses(std::sync::Arc::new(state), $clock)
                     .await;
             }
 
             #[tokio::test]
             async fn bad_requests_are_refused_with_a_reason() {
-                super::bad_requests_are_refused_with_a_reason(&$state, $clock).await;
+                let (_running, state) = $setup;
+                super::bad_requests_are_refused_with_a_reason(&state, $clock).await;
             }
         }
     };
@@ -336,7 +374,16 @@ fn fixed_day() -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(1_780_000_000)
 }
 
-conformance!(memory, MemoryState::new(), Jumping(fixed_day()));
+conformance!(memory, ((), MemoryState::new()), Jumping(fixed_day()));
+conformance!(redis, redis(), Waiting);
+
+/// A fresh redis-server and a back-end on it.
+fn redis() -> (RedisServer, RedisState) {
+    let server = RedisServer::start().unwrap_or_else(|error| panic!("{error}"));
+    let state = RedisState::new(&server.url(), RedisOptions::default())
+        .unwrap_or_else(|error| panic!("{error}"));
+    (server, state)
+}
 
 /// The in-process state's own bound: beyond its capacity it refuses rather than grows, and
 /// expired entries make room again.
