@@ -1,0 +1,21 @@
+//! Consent tokens: JWTs (`typ: consent+jwt`) signed by a consent authority, which the gateway
+//! verifies before it releases a field whose rule needs the citizen's consent.
+//!
+//! **Crypto backend.** jsonwebtoken 10 is built without either of its backends (aws-lc-rs or
+//! RustCrypto); [`provider`] gives it one of our own on `ring`, the library rustls already uses
+//! here, that supports exactly EdDSA (Ed25519) and ES256 and refuses every other algorithm. One
+//! crypto library in the process, no RSA code at all, and no way for an `HS256` or `none`
+//! token to reach a verifier. The provider is installed once per process, before any
+//! jsonwebtoken call, by [`provider::install`]; jsonwebtoken's fallback (which panics) is never
+//! reached from this crate.
+//!
+//! - [`provider`]: the ring-backed jsonwebtoken provider.
+//! - [`jwks`]: the trusted consent authorities' public keys (a JWKS file, several keys for
+//!   rotation).
+//!
+//! Token verification, the verified-token cache and issuing are the next part of issue 4.
+
+pub mod jwks;
+pub mod provider;
+
+pub use jwks::{Jwks, JwksError, PublicKey, SigningAlgorithm};

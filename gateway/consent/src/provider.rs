@@ -1,0 +1,154 @@
+//! jsonwebtoken's cryptography, on ring, for EdDSA and ES256 only.
+
+use std::sync::OnceLock;
+
+use jsonwebtoken::crypto::{CryptoProvider, JwkUtils, JwtSigner, JwtVerifier};
+use jsonwebtoken::errors::{Error, ErrorKind};
+use jsonwebtoken::jwk::ThumbprintHash;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
+use ring::rand::SystemRandom;
+use ring::signature::{self as ring_signature, EcdsaKeyPair, Ed25519KeyPair, KeyPair};
+
+/// The provider: EdDSA and ES256 on ring; every other algorithm is an error.
+static PROVIDER: CryptoProvider = CryptoProvider {
+    signer_factory: signer,
+    verifier_factory: verifier,
+    jwk_utils: JwkUtils {
+        extract_rsa_public_key_components: |_| Err(unsupported()),
+        extract_ec_public_key_coordinates: |_, _| Err(unsupported()),
+        compute_digest: digest,
+    },
+};
+
+/// Makes [`PROVIDER`] jsonwebtoken's provider for this process. Idempotent; call it before any
+/// jsonwebtoken call. Returns an error if another provider was installed first (then this
+/// crate refuses to verify rather than use it).
+pub fn install() -> Result<(), &'static str> {
+    static INSTALLED: OnceLock<bool> = OnceLock::new();
+    let ours = *INSTALLED.get_or_init(|| match PROVIDER.install_default() {
+        Ok(()) => true,
+        // Installed already: ours only if it is the same static.
+        Err(existing) => std::ptr::eq(existing, &PROVIDER),
+    });
+    if ours {
+        Ok(())
+    } else {
+        Err(
+            "another jsonwebtoken crypto provider was installed first; isnad verifies consent \
+             tokens only with its own ring provider",
+        )
+    }
+}
+
+fn unsupported() -> Error {
+    Error::from(ErrorKind::InvalidAlgorithm)
+}
+
+fn digest(data: &[u8], hash: ThumbprintHash) -> Vec<u8> {
+    let algorithm = match hash {
+        ThumbprintHash::SHA256 => &ring::digest::SHA256,
+        ThumbprintHash::SHA384 => &ring::digest::SHA384,
+        ThumbprintHash::SHA512 => &ring::digest::SHA512,
+    };
+    ring::digest::digest(algorithm, data).as_ref().to_vec()
+}
+
+/// A ring public key and the one algorithm it verifies.
+struct Verifier {
+    algorithm: Algorithm,
+    key: ring_signature::UnparsedPublicKey<Vec<u8>>,
+}
+
+impl signature::Verifier<Vec<u8>> for Verifier {
+    fn verify(&self, message: &[u8], signature: &Vec<u8>) -> Result<(), signature::Error> {
+        self.key
+            .verify(message, signature)
+            .map_err(|_| signature::Error::new())
+    }
+}
+
+impl JwtVerifier for Verifier {
+    fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+}
+
+fn verifier(
+    algorithm: &Algorithm,
+    key: &DecodingKey,
+) -> jsonwebtoken::errors::Result<Box<dyn JwtVerifier>> {
+    let scheme: &'static dyn ring_signature::VerificationAlgorithm = match algorithm {
+        Algorithm::EdDSA => &ring_signature::ED25519,
+        Algorithm::ES256 => &ring_signature::ECDSA_P256_SHA256_FIXED,
+        _ => return Err(unsupported()),
+    };
+    Ok(Box::new(Verifier {
+        algorithm: *algorithm,
+        key: ring_signature::UnparsedPublicKey::new(scheme, key.as_bytes().to_vec()),
+    }))
+}
+
+/// A ring private key (from PKCS#8) and its algorithm.
+enum Signer {
+    Ed25519(Ed25519KeyPair),
+    P256(EcdsaKeyPair),
+}
+
+impl signature::Signer<Vec<u8>> for Signer {
+    fn try_sign(&self, message: &[u8]) -> Result<Vec<u8>, signature::Error> {
+        match self {
+            Signer::Ed25519(pair) => Ok(pair.sign(message).as_ref().to_vec()),
+            Signer::P256(pair) => pair
+                .sign(&SystemRandom::new(), message)
+                .map(|signature| signature.as_ref().to_vec())
+                .map_err(|_| signature::Error::new()),
+        }
+    }
+}
+
+impl JwtSigner for Signer {
+    fn algorithm(&self) -> Algorithm {
+        match self {
+            Signer::Ed25519(_) => Algorithm::EdDSA,
+            Signer::P256(_) => Algorithm::ES256,
+        }
+    }
+}
+
+fn signer(
+    algorithm: &Algorithm,
+    key: &EncodingKey,
+) -> jsonwebtoken::errors::Result<Box<dyn JwtSigner>> {
+    let invalid = || Error::from(ErrorKind::InvalidKeyFormat);
+    match algorithm {
+        Algorithm::EdDSA => Ed25519KeyPair::from_pkcs8(key.inner())
+            .map(|pair| Box::new(Signer::Ed25519(pair)) as Box<dyn JwtSigner>)
+            .map_err(|_| invalid()),
+        Algorithm::ES256 => EcdsaKeyPair::from_pkcs8(
+            &ring_signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            key.inner(),
+            &SystemRandom::new(),
+        )
+        .map(|pair| Box::new(Signer::P256(pair)) as Box<dyn JwtSigner>)
+        .map_err(|_| invalid()),
+        _ => Err(unsupported()),
+    }
+}
+
+/// The raw public key of a PKCS#8 Ed25519 key pair (for the JWKS of a consent authority).
+pub fn ed25519_public(pkcs8: &[u8]) -> Option<Vec<u8>> {
+    Ed25519KeyPair::from_pkcs8(pkcs8)
+        .ok()
+        .map(|pair| pair.public_key().as_ref().to_vec())
+}
+
+/// The public key (uncompressed point) of a PKCS#8 P-256 key pair.
+pub fn p256_public(pkcs8: &[u8]) -> Option<Vec<u8>> {
+    EcdsaKeyPair::from_pkcs8(
+        &ring_signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        pkcs8,
+        &SystemRandom::new(),
+    )
+    .ok()
+    .map(|pair| pair.public_key().as_ref().to_vec())
+}
