@@ -13,9 +13,14 @@
 //! - [`jwks`]: the trusted consent authorities' public keys (a JWKS file, several keys for
 //!   rotation).
 //!
-//! Token verification, the verified-token cache and issuing are the next part of issue 4.
+//! - [`verify`]: verifying a token for one request, with a cache of verified tokens.
+//! - [`issue`]: signing tokens, for the development consent authority and tests.
 
+pub mod issue;
 pub mod jwks;
 pub mod provider;
+pub mod verify;
 
+pub use issue::{IssueError, SigningKey, jwks_json};
 pub use jwks::{Jwks, JwksError, PublicKey, SigningAlgorithm};
+pub use verify::{Consent, ConsentError, Request, Verifier, VerifierConfig};

@@ -1,0 +1,449 @@
+//! Verifying a consent token for one request.
+//!
+//! The order of checks: size, shape, header (`alg` in the allow-list, `typ`, `kid` in the
+//! trusted keys and made for that algorithm), signature, claims present and of the right JSON
+//! type; then, for this request, time (with leeway), issuer, audience, authorized party,
+//! subject, purpose, certificate binding and dataset. A token whose signature and claims
+//! passed once is cached by its SHA-256 until it expires, so the per-request checks are all
+//! that run the next time. Revocation is not checked here: the shared state does it for every
+//! request.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, Validation};
+use serde_json::{Map, Value};
+
+use crate::jwks::{Jwks, SigningAlgorithm};
+use crate::provider;
+
+/// The `typ` every consent token carries.
+pub const TOKEN_TYPE: &str = "consent+jwt";
+
+/// The `type` of an `authorization_details` entry this gateway reads.
+pub const DETAILS_TYPE: &str = "isnad_attributes";
+
+/// What the gateway trusts and expects.
+#[derive(Debug, Clone)]
+pub struct VerifierConfig {
+    /// The gateway's federation id: tokens must name it in `aud`.
+    pub audience: String,
+    /// The consent authorities (`iss`) whose tokens are accepted.
+    pub issuers: Vec<String>,
+    /// Clock skew tolerated on `exp`, `nbf` and `iat`.
+    pub leeway: Duration,
+    /// The longest token accepted, in bytes.
+    pub max_token_bytes: usize,
+    /// How many verified tokens are remembered.
+    pub cache_entries: usize,
+}
+
+impl VerifierConfig {
+    /// The defaults: 30 s leeway, 8 KiB tokens, 10,000 cached tokens.
+    pub fn new(audience: impl Into<String>, issuers: Vec<String>) -> VerifierConfig {
+        VerifierConfig {
+            audience: audience.into(),
+            issuers,
+            leeway: Duration::from_secs(30),
+            max_token_bytes: 8 * 1024,
+            cache_entries: 10_000,
+        }
+    }
+}
+
+/// The request a token is presented with.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// The consumer agency's SPIFFE ID, from its certificate.
+    pub caller: &'a str,
+    /// The subject the request names.
+    pub subject: &'a str,
+    /// The purpose the request states.
+    pub purpose: &'a str,
+    /// The dataset asked for.
+    pub dataset: &'a str,
+    /// SHA-256 of the consumer's certificate (DER), for tokens bound to it (`cnf.x5t#S256`).
+    pub client_cert_sha256: Option<[u8; 32]>,
+}
+
+/// A verified consent, for one request's dataset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Consent {
+    /// The consent id (`jti`), the handle a revocation names.
+    pub id: String,
+    /// The consent authority.
+    pub issuer: String,
+    /// When it expires.
+    pub expires_at: SystemTime,
+    /// How many requests it allows, if it limits them.
+    pub max_uses: Option<u64>,
+    /// The dataset's fields the citizen agreed to share.
+    pub fields: BTreeSet<String>,
+}
+
+impl Consent {
+    /// Whether the consent covers `field`; a field it does not cover is withheld
+    /// (`consent_scope`), the rest of the request goes on.
+    pub fn covers(&self, field: &str) -> bool {
+        self.fields.contains(field)
+    }
+}
+
+/// Why a token was refused. Messages never carry claim values: they may identify a person.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConsentError {
+    #[error("the consent token is longer than {0} bytes")]
+    TooLarge(usize),
+    #[error("the consent token is not a well-formed JWT: {0}")]
+    Malformed(&'static str),
+    #[error("the consent token's algorithm is not accepted: use EdDSA or ES256")]
+    Algorithm,
+    #[error("the consent token's typ is not \"consent+jwt\"")]
+    Type,
+    #[error("the consent token's kid names no trusted key for its algorithm")]
+    UnknownKey,
+    #[error("the consent token's signature does not verify")]
+    Signature,
+    #[error("the consent token's claim {0} is missing or of the wrong type")]
+    Claims(&'static str),
+    #[error("the consent token has expired")]
+    Expired,
+    #[error("the consent token is not valid yet")]
+    NotYetValid,
+    #[error("the consent token's issuer is not a trusted consent authority")]
+    Issuer,
+    #[error("the consent token is not for this gateway (aud)")]
+    Audience,
+    #[error("the consent token was issued to another agency (azp)")]
+    Party,
+    #[error("the consent token's sub does not match the request's subject")]
+    Subject,
+    #[error("the consent token's purpose does not match the request's purpose")]
+    Purpose,
+    #[error("the consent token is bound to another certificate (cnf)")]
+    Binding,
+    #[error("the consent token does not cover the requested dataset")]
+    Dataset,
+}
+
+impl ConsentError {
+    /// The stable reason code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ConsentError::TooLarge(_) => "consent_too_large",
+            ConsentError::Malformed(_) => "consent_malformed",
+            ConsentError::Algorithm => "consent_algorithm",
+            ConsentError::Type => "consent_type",
+            ConsentError::UnknownKey => "consent_unknown_key",
+            ConsentError::Signature => "consent_signature",
+            ConsentError::Claims(_) => "consent_claims",
+            ConsentError::Expired => "consent_expired",
+            ConsentError::NotYetValid => "consent_not_yet_valid",
+            ConsentError::Issuer => "consent_issuer",
+            ConsentError::Audience => "consent_audience",
+            ConsentError::Party => "consent_party",
+            ConsentError::Subject => "consent_subject",
+            ConsentError::Purpose => "consent_purpose",
+            ConsentError::Binding => "consent_binding",
+            ConsentError::Dataset => "consent_dataset",
+        }
+    }
+}
+
+/// The claims of a verified token, typed.
+#[derive(Debug)]
+struct Claims {
+    iss: String,
+    sub: String,
+    aud: Vec<String>,
+    azp: String,
+    purpose: String,
+    jti: String,
+    iat: u64,
+    nbf: u64,
+    exp: u64,
+    max_uses: Option<u64>,
+    cnf_x5t: Option<Vec<u8>>,
+    /// (dataset, fields) per `authorization_details` entry.
+    details: Vec<(String, Vec<String>)>,
+}
+
+/// Verifies consent tokens against one set of trusted keys. Build a new one when the JWKS is
+/// reloaded (the cache goes with the keys it was filled under).
+#[derive(Debug)]
+pub struct Verifier {
+    jwks: Jwks,
+    config: VerifierConfig,
+    cache: Mutex<Cache>,
+}
+
+#[derive(Debug, Default)]
+struct Cache {
+    entries: HashMap<[u8; 32], Arc<Claims>>,
+    order: VecDeque<[u8; 32]>,
+}
+
+impl Verifier {
+    /// A verifier for tokens signed by `jwks`' keys.
+    pub fn new(jwks: Jwks, config: VerifierConfig) -> Result<Verifier, &'static str> {
+        provider::install()?;
+        Ok(Verifier {
+            jwks,
+            config,
+            cache: Mutex::new(Cache::default()),
+        })
+    }
+
+    /// Verifies `token` for `request` at `now`.
+    pub fn verify(
+        &self,
+        token: &str,
+        request: &Request<'_>,
+        now: SystemTime,
+    ) -> Result<Consent, ConsentError> {
+        let claims = self.claims(token)?;
+        self.check(&claims, request, now)
+    }
+
+    /// The token's claims, from the cache or verified now.
+    fn claims(&self, token: &str) -> Result<Arc<Claims>, ConsentError> {
+        if token.len() > self.config.max_token_bytes {
+            return Err(ConsentError::TooLarge(self.config.max_token_bytes));
+        }
+        let digest: [u8; 32] = ring::digest::digest(&ring::digest::SHA256, token.as_bytes())
+            .as_ref()
+            .try_into()
+            .map_err(|_| ConsentError::Malformed("digest"))?;
+        if let Some(claims) = self.lock().entries.get(&digest) {
+            return Ok(claims.clone());
+        }
+        let claims = Arc::new(self.verify_signed(token)?);
+        let mut cache = self.lock();
+        if self.config.cache_entries > 0 && !cache.entries.contains_key(&digest) {
+            while cache.entries.len() >= self.config.cache_entries {
+                match cache.order.pop_front() {
+                    Some(oldest) => {
+                        cache.entries.remove(&oldest);
+                    }
+                    None => break,
+                }
+            }
+            cache.order.push_back(digest);
+            cache.entries.insert(digest, claims.clone());
+        }
+        Ok(claims)
+    }
+
+    /// How many verified tokens are cached.
+    pub fn cached(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Header, signature and claim types: what does not depend on the request.
+    fn verify_signed(&self, token: &str) -> Result<Claims, ConsentError> {
+        let mut parts = token.split('.');
+        let (Some(header), Some(_), Some(_), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(ConsentError::Malformed(
+                "a JWT has three parts separated by dots",
+            ));
+        };
+        let header: Value = URL_SAFE_NO_PAD
+            .decode(header)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .ok_or(ConsentError::Malformed("the header is not base64url JSON"))?;
+        let algorithm = match header.get("alg").and_then(Value::as_str) {
+            Some("EdDSA") => SigningAlgorithm::EdDSA,
+            Some("ES256") => SigningAlgorithm::ES256,
+            _ => return Err(ConsentError::Algorithm),
+        };
+        if header.get("typ").and_then(Value::as_str) != Some(TOKEN_TYPE) {
+            return Err(ConsentError::Type);
+        }
+        if header.get("crit").is_some() {
+            return Err(ConsentError::Malformed(
+                "critical header extensions are not supported",
+            ));
+        }
+        let key = header
+            .get("kid")
+            .and_then(Value::as_str)
+            .and_then(|kid| self.jwks.get(kid))
+            .filter(|key| key.algorithm == algorithm)
+            .ok_or(ConsentError::UnknownKey)?;
+        let mut validation = Validation::new(match algorithm {
+            SigningAlgorithm::EdDSA => Algorithm::EdDSA,
+            SigningAlgorithm::ES256 => Algorithm::ES256,
+        });
+        // Time and audience are checked below, per request, with typed claims.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        let data =
+            jsonwebtoken::decode::<Map<String, Value>>(token, key.decoding_key(), &validation)
+                .map_err(|error| match error.kind() {
+                    ErrorKind::InvalidSignature => ConsentError::Signature,
+                    ErrorKind::InvalidAlgorithm => ConsentError::Algorithm,
+                    _ => ConsentError::Malformed("the payload is not base64url JSON"),
+                })?;
+        typed(&data.claims)
+    }
+
+    /// What depends on the request and the time.
+    fn check(
+        &self,
+        claims: &Claims,
+        request: &Request<'_>,
+        now: SystemTime,
+    ) -> Result<Consent, ConsentError> {
+        let now = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs());
+        let leeway = self.config.leeway.as_secs();
+        if now.saturating_sub(leeway) >= claims.exp {
+            return Err(ConsentError::Expired);
+        }
+        if now.saturating_add(leeway) < claims.nbf || now.saturating_add(leeway) < claims.iat {
+            return Err(ConsentError::NotYetValid);
+        }
+        if !self.config.issuers.contains(&claims.iss) {
+            return Err(ConsentError::Issuer);
+        }
+        if !claims.aud.contains(&self.config.audience) {
+            return Err(ConsentError::Audience);
+        }
+        if claims.azp != request.caller {
+            return Err(ConsentError::Party);
+        }
+        if claims.sub != request.subject {
+            return Err(ConsentError::Subject);
+        }
+        if claims.purpose != request.purpose {
+            return Err(ConsentError::Purpose);
+        }
+        if let Some(bound) = &claims.cnf_x5t
+            && request
+                .client_cert_sha256
+                .map(|hash| hash.to_vec())
+                .as_ref()
+                != Some(bound)
+        {
+            return Err(ConsentError::Binding);
+        }
+        let mut entries = claims
+            .details
+            .iter()
+            .filter(|(dataset, _)| dataset == request.dataset)
+            .peekable();
+        if entries.peek().is_none() {
+            return Err(ConsentError::Dataset);
+        }
+        Ok(Consent {
+            id: claims.jti.clone(),
+            issuer: claims.iss.clone(),
+            expires_at: SystemTime::UNIX_EPOCH + Duration::from_secs(claims.exp),
+            max_uses: claims.max_uses,
+            fields: entries
+                .flat_map(|(_, fields)| fields.iter().cloned())
+                .collect(),
+        })
+    }
+}
+
+fn string(claims: &Map<String, Value>, name: &'static str) -> Result<String, ConsentError> {
+    claims
+        .get(name)
+        .and_then(Value::as_str)
+        .filter(|value| !value.is_empty())
+        .map(str::to_owned)
+        .ok_or(ConsentError::Claims(name))
+}
+
+/// A NumericDate: a JSON integer of seconds (a string or a fraction is an error).
+fn seconds(claims: &Map<String, Value>, name: &'static str) -> Result<u64, ConsentError> {
+    claims
+        .get(name)
+        .and_then(Value::as_u64)
+        .ok_or(ConsentError::Claims(name))
+}
+
+fn typed(claims: &Map<String, Value>) -> Result<Claims, ConsentError> {
+    let aud = match claims.get("aud") {
+        Some(Value::String(aud)) => vec![aud.clone()],
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|item| item.as_str().map(str::to_owned))
+            .collect::<Option<Vec<_>>>()
+            .ok_or(ConsentError::Claims("aud"))?,
+        _ => return Err(ConsentError::Claims("aud")),
+    };
+    let max_uses = match claims.get("max_uses") {
+        None => None,
+        Some(value) => Some(
+            value
+                .as_u64()
+                .filter(|uses| *uses > 0)
+                .ok_or(ConsentError::Claims("max_uses"))?,
+        ),
+    };
+    let cnf_x5t = match claims.get("cnf") {
+        None => None,
+        Some(cnf) => Some(
+            cnf.get("x5t#S256")
+                .and_then(Value::as_str)
+                .and_then(|hash| URL_SAFE_NO_PAD.decode(hash).ok())
+                .filter(|hash| hash.len() == 32)
+                .ok_or(ConsentError::Claims("cnf"))?,
+        ),
+    };
+    let details = claims
+        .get("authorization_details")
+        .and_then(Value::as_array)
+        .ok_or(ConsentError::Claims("authorization_details"))?
+        .iter()
+        .map(detail)
+        .collect::<Option<Vec<_>>>()
+        .ok_or(ConsentError::Claims("authorization_details"))?;
+    Ok(Claims {
+        iss: string(claims, "iss")?,
+        sub: string(claims, "sub")?,
+        aud,
+        azp: string(claims, "azp")?,
+        purpose: string(claims, "purpose")?,
+        jti: string(claims, "jti")?,
+        iat: seconds(claims, "iat")?,
+        nbf: seconds(claims, "nbf")?,
+        exp: seconds(claims, "exp")?,
+        max_uses,
+        cnf_x5t,
+        details: details.into_iter().flatten().collect(),
+    })
+}
+
+/// One `authorization_details` entry: `Some(None)` for another type (ignored), `None` if an
+/// entry of ours is malformed.
+fn detail(entry: &Value) -> Option<Option<(String, Vec<String>)>> {
+    let entry = entry.as_object()?;
+    if entry.get("type")?.as_str()? != DETAILS_TYPE {
+        return Some(None);
+    }
+    let dataset = entry.get("dataset")?.as_str()?.to_owned();
+    let fields = entry
+        .get("fields")?
+        .as_array()?
+        .iter()
+        .map(|field| field.as_str().map(str::to_owned))
+        .collect::<Option<Vec<_>>>()?;
+    Some(Some((dataset, fields)))
+}
