@@ -26,7 +26,7 @@ pub struct GrantKey {
 /// What one rule says about a grant, in words: `allow by housing-identity (statute; always)`.
 fn describe(rule: &crate::Rule, treatment: &Treatment) -> String {
     format!(
-        "{treatment} by {}{} ({}{}; {})",
+        "{treatment} by {}{} ({}{}; {}{})",
         rule.id,
         if rule.status == RuleStatus::Shadow {
             " [shadow]"
@@ -39,7 +39,9 @@ fn describe(rule: &crate::Rule, treatment: &Treatment) -> String {
         } else {
             ""
         },
-        rule.window
+        rule.window,
+        rule.limit
+            .map_or(String::new(), |limit| format!("; at most {limit}"))
     )
 }
 
@@ -51,7 +53,7 @@ pub enum Change {
     Added,
     /// A grant that no longer exists.
     Removed,
-    /// A grant whose treatment, legal basis, consent, window or status changed.
+    /// A grant whose treatment, legal basis, consent, window, limit or status changed.
     Changed,
 }
 

@@ -102,7 +102,7 @@ impl fmt::Display for Explanation<'_> {
             if let Some(FieldDecision::Release { rule, .. }) = &field.decision {
                 writeln!(
                     f,
-                    "      legal basis {}{}",
+                    "      legal basis {}{}{}",
                     rule.basis
                         .as_ref()
                         .map_or("none".to_owned(), ToString::to_string),
@@ -110,7 +110,10 @@ impl fmt::Display for Explanation<'_> {
                         "; needs the citizen's consent"
                     } else {
                         ""
-                    }
+                    },
+                    rule.limit.map_or(String::new(), |limit| format!(
+                        "; at most {limit} per consumer and subject"
+                    ))
                 )?;
             }
             if field.considered.is_empty() {

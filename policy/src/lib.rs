@@ -34,8 +34,8 @@ pub use model::{
     PolicyRevision, Purpose, PurposeId, RuleId,
 };
 pub use rule::{
-    Generalization, LegalBasis, Mask, Rule, RuleStatus, SourceLocation, Transform, Treatment,
-    Window,
+    Generalization, LegalBasis, Limit, Mask, Period, Rule, RuleStatus, SourceLocation, Transform,
+    Treatment, Window,
 };
 pub use signature::{SIGNATURE_FILE, SignatureError, SigningKey, VerifyingKey};
 pub use time::{Date, Month};

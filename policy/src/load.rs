@@ -13,7 +13,7 @@ use crate::model::{
     Agency, AgencyId, Catalogue, Dataset, DatasetId, Field, PolicyRevision, Purpose, PurposeId,
     RuleId,
 };
-use crate::rule::{LegalBasis, Rule, RuleStatus, SourceLocation, Treatment, Window};
+use crate::rule::{LegalBasis, Limit, Period, Rule, RuleStatus, SourceLocation, Treatment, Window};
 use crate::source::{CatalogueDoc, GroupDoc, RuleDoc, RulesDoc, TreatmentDoc};
 
 /// A policy file larger than this is refused before it is parsed.
@@ -690,6 +690,9 @@ fn group_members(
         .collect()
 }
 
+/// The most requests a `limit:` may allow per window: beyond it a limit protects nothing.
+const MAX_LIMIT_REQUESTS: u32 = 1_000_000;
+
 fn build_rule(
     rule: Spanned<RuleDoc>,
     built: &BuiltCatalogue,
@@ -852,6 +855,44 @@ fn build_rule(
         }
     };
 
+    let limit = doc.limit.as_ref().and_then(|limit| {
+        if !releases {
+            report.at(
+                limit.referenced,
+                "the rule releases nothing, so a `limit:` would never apply; remove it",
+            );
+        }
+        let requests = &limit.value.requests;
+        let count = u32::try_from(requests.value)
+            .ok()
+            .filter(|count| (1..=MAX_LIMIT_REQUESTS).contains(count));
+        if count.is_none() {
+            report.at(
+                requests.referenced,
+                format!(
+                    "limit requests {} is out of range: allow from 1 to {MAX_LIMIT_REQUESTS} \
+                     requests per window",
+                    requests.value
+                ),
+            );
+        }
+        let per = &limit.value.per;
+        let period = Period::parse(per.value.trim());
+        if period.is_none() {
+            report.at(
+                per.referenced,
+                format!(
+                    "unknown limit period {:?}; use minute, hour or day",
+                    per.value
+                ),
+            );
+        }
+        Some(Limit {
+            requests: count?,
+            per: period?,
+        })
+    });
+
     if doc.fields.is_empty() {
         report.at(at, "the rule lists no fields");
     }
@@ -905,6 +946,7 @@ fn build_rule(
         basis,
         consent_required,
         window,
+        limit,
         status,
         fields,
         location: rule_location,

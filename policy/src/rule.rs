@@ -306,6 +306,61 @@ impl fmt::Display for Treatment {
     }
 }
 
+/// A frequency limit: at most `requests` requests per `per` from one consumer about one subject
+/// for one dataset, counted by the gateways' shared state in fixed windows aligned to the Unix
+/// epoch (a day window starts at 00:00 UTC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Limit {
+    /// Requests allowed per window (at least 1).
+    pub requests: u32,
+    /// The window.
+    pub per: Period,
+}
+
+/// The window of a [`Limit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Period {
+    /// 60 seconds.
+    Minute,
+    /// 3,600 seconds.
+    Hour,
+    /// 86,400 seconds (a UTC day).
+    Day,
+}
+
+impl Period {
+    /// The word policies write: `minute`, `hour` or `day`.
+    pub fn code(self) -> &'static str {
+        match self {
+            Period::Minute => "minute",
+            Period::Hour => "hour",
+            Period::Day => "day",
+        }
+    }
+
+    /// The window's length in seconds.
+    pub fn seconds(self) -> u64 {
+        match self {
+            Period::Minute => 60,
+            Period::Hour => 3_600,
+            Period::Day => 86_400,
+        }
+    }
+
+    /// The period a word names.
+    pub fn parse(word: &str) -> Option<Period> {
+        [Period::Minute, Period::Hour, Period::Day]
+            .into_iter()
+            .find(|period| period.code() == word)
+    }
+}
+
+impl fmt::Display for Limit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} per {}", self.requests, self.per.code())
+    }
+}
+
 /// Where something is written in the store.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SourceLocation {
@@ -342,6 +397,8 @@ pub struct Rule {
     pub consent_required: bool,
     /// When it applies.
     pub window: Window,
+    /// How often one consumer may ask about one subject under this rule, if it is limited.
+    pub limit: Option<Limit>,
     /// Enforced or shadow.
     pub status: RuleStatus,
     /// Field -> treatment, in name order.

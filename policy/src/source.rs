@@ -106,7 +106,18 @@ pub(crate) struct RuleDoc {
     /// `enforce` (the default) or `shadow`.
     #[serde(default)]
     pub(crate) status: Option<Spanned<String>>,
+    /// `{ requests: N, per: minute | hour | day }`.
+    #[serde(default)]
+    pub(crate) limit: Option<Spanned<LimitDoc>>,
     pub(crate) fields: BTreeMap<String, Spanned<TreatmentDoc>>,
+}
+
+/// A rule's frequency limit as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LimitDoc {
+    pub(crate) requests: Spanned<i64>,
+    pub(crate) per: Spanned<String>,
 }
 
 /// A field's treatment as written: a word (`allow`, `deny`, `hash`) or a one-key map

@@ -992,3 +992,103 @@ fn an_agency_in_two_groups_gets_both_groups_rules_and_its_own_and_no_one_else_do
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Frequency limits.
+
+#[test]
+fn a_limit_is_read_with_its_count_and_period() {
+    for (per, period) in [
+        ("minute", isnad_policy::Period::Minute),
+        ("hour", isnad_policy::Period::Hour),
+        ("day", isnad_policy::Period::Day),
+    ] {
+        let set = accepted(&[(
+            "rules/x.yaml",
+            &rule_with_keys(&format!("    limit: {{ requests: 3, per: {per} }}\n")),
+        )]);
+        assert_eq!(
+            set.rules()[0].limit,
+            Some(isnad_policy::Limit {
+                requests: 3,
+                per: period
+            })
+        );
+    }
+    let unlimited = accepted(&[("rules/x.yaml", &rule_with_keys(""))]);
+    assert_eq!(unlimited.rules()[0].limit, None);
+}
+
+#[test]
+fn rejects_a_limit_of_no_requests_or_too_many() {
+    for count in ["0", "-1", "1000001"] {
+        assert_one_error(
+            &rule_with_keys(&format!("    limit: {{ requests: {count}, per: day }}\n")),
+            "rules/x.yaml:8:24",
+            &format!("limit requests {count} is out of range: allow from 1 to 1000000"),
+        );
+    }
+}
+
+#[test]
+fn rejects_an_unknown_limit_period() {
+    assert_one_error(
+        &rule_with_keys("    limit: { requests: 2, per: month }\n"),
+        "rules/x.yaml:8:32",
+        "unknown limit period \"month\"; use minute, hour or day",
+    );
+}
+
+#[test]
+fn rejects_a_limit_with_an_unknown_key() {
+    let errors = rejected(&[(
+        "rules/x.yaml",
+        &rule_with_keys("    limit: { requests: 2, per: day, burst: 5 }\n"),
+    )]);
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(
+        errors[0].starts_with("rules/x.yaml:8:") && errors[0].contains("burst"),
+        "{errors:#?}"
+    );
+}
+
+#[test]
+fn rejects_a_limit_on_a_rule_that_only_denies() {
+    let text = "rules:
+  - id: r1
+    consumer: housing-programme
+    dataset: identity.person
+    purpose: housing-grant
+    limit: { requests: 2, per: day }
+    fields:
+      sex: deny
+";
+    assert_one_error(
+        text,
+        "rules/x.yaml:6:12",
+        "the rule releases nothing, so a `limit:` would never apply",
+    );
+}
+
+#[test]
+fn a_changed_limit_shows_in_the_diff() {
+    let before = accepted(&[(
+        "rules/x.yaml",
+        &rule_with_keys("    limit: { requests: 2, per: day }\n"),
+    )]);
+    let after = accepted(&[(
+        "rules/x.yaml",
+        &rule_with_keys("    limit: { requests: 5, per: day }\n"),
+    )]);
+    let changes = isnad_policy::diff(&before, &after);
+    assert_eq!(changes.len(), 1, "{changes:#?}");
+    assert_eq!(changes[0].change, isnad_policy::Change::Changed);
+    assert!(
+        changes[0].before[0].contains("at most 2 per day"),
+        "{changes:#?}"
+    );
+    assert!(
+        changes[0].after[0].contains("at most 5 per day"),
+        "{changes:#?}"
+    );
+}
