@@ -39,9 +39,13 @@ pub struct Admission<'a> {
     pub request: Option<RequestGuard<'a>>,
     /// The consent the request uses.
     pub consent: Option<ConsentUse<'a>>,
-    /// The frequency limit that applies to the request.
-    pub rate: Option<RateLimit<'a>>,
+    /// The frequency limits that apply to the request (one per rule that has one), at most
+    /// [`MAX_RATES`].
+    pub rates: &'a [RateLimit<'a>],
 }
+
+/// The most frequency limits one admission may carry.
+pub const MAX_RATES: usize = 16;
 
 /// A consumer's request id, admitted once within `ttl`.
 #[derive(Debug, Clone, Copy)]
@@ -65,10 +69,13 @@ pub struct ConsentUse<'a> {
     pub max_uses: Option<u64>,
 }
 
-/// A frequency limit: at most `limit` requests per `window` for one consumer, subject and
-/// dataset. Windows are fixed and aligned to the Unix epoch.
+/// A frequency limit of one rule: at most `limit` requests per `window` for one consumer,
+/// subject and dataset. Windows are fixed and aligned to the Unix epoch. Each rule counts on its
+/// own.
 #[derive(Debug, Clone, Copy)]
 pub struct RateLimit<'a> {
+    /// The rule whose limit this is.
+    pub rule: &'a str,
     /// The consumer agency.
     pub consumer: &'a str,
     /// The subject's pseudonym, never the subject's ID.
@@ -156,7 +163,7 @@ impl StateError {
 /// Shared consent state. Implementations are cheap to share between tasks.
 pub trait ConsentState: Send + Sync {
     /// Checks the request against the replay guard, revocations, use counts and the frequency
-    /// limit, in that order, and records it only if every check passes: one atomic step.
+    /// limits, in that order, and records it only if every check passes: one atomic step.
     fn admit(
         &self,
         admission: &Admission<'_>,
@@ -202,8 +209,15 @@ pub(crate) fn validate(admission: &Admission<'_>) -> Result<(), StateError> {
     {
         return Err(StateError::Invalid("empty consent id"));
     }
-    if let Some(rate) = admission.rate
-        && rate.window < Duration::from_secs(1)
+    if admission.rates.len() > MAX_RATES {
+        return Err(StateError::Invalid(
+            "more frequency limits than one admission may carry",
+        ));
+    }
+    if admission
+        .rates
+        .iter()
+        .any(|rate| rate.window < Duration::from_secs(1))
     {
         return Err(StateError::Invalid("a frequency window under one second"));
     }

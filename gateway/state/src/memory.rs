@@ -28,7 +28,7 @@ struct Inner {
     revoked: HashMap<String, SystemTime>,
     /// consent id -> (uses, kept until).
     uses: HashMap<String, (u64, SystemTime)>,
-    /// (consumer, subject, dataset, window length) -> (window index, count, kept until).
+    /// (rule, consumer, subject, dataset, window length) -> (window index, count, kept until).
     windows: HashMap<String, (u64, u32, SystemTime)>,
     /// The number of entries after the last sweep.
     after_sweep: usize,
@@ -131,10 +131,11 @@ impl MemoryState {
                 uses = Some(used + 1);
             }
         }
-        let mut window = None;
-        if let Some(rate) = admission.rate {
+        let mut windows = Vec::with_capacity(admission.rates.len());
+        for rate in admission.rates {
             let (index, left) = window_of(now, rate.window);
             let window_key = key(&[
+                rate.rule,
                 rate.consumer,
                 rate.subject,
                 rate.dataset,
@@ -148,13 +149,12 @@ impl MemoryState {
             if count >= rate.limit {
                 return Ok(Verdict::Refused(Refusal::RateLimited { retry_after: left }));
             }
-            window = Some((window_key, index, count + 1, now + left));
+            windows.push((window_key, index, count + 1, now + left));
         }
 
         // Then record it all.
-        let adding = usize::from(request_key.is_some())
-            + usize::from(uses.is_some())
-            + usize::from(window.is_some());
+        let adding =
+            usize::from(request_key.is_some()) + usize::from(uses.is_some()) + windows.len();
         inner.reserve(adding, self.capacity, now)?;
         if let (Some(request_key), Some(guard)) = (request_key, admission.request) {
             inner.requests.insert(request_key, now + guard.ttl);
@@ -164,7 +164,7 @@ impl MemoryState {
                 .uses
                 .insert(consent.id.to_owned(), (used, consent.expires_at));
         }
-        if let Some((window_key, index, count, until)) = window {
+        for (window_key, index, count, until) in windows {
             inner.windows.insert(window_key, (index, count, until));
         }
         Ok(Verdict::Admitted { uses })

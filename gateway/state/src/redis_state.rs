@@ -9,7 +9,7 @@
 //! | `PREFIX:req:<consumer><request id>` | `1` | after the replay guard's time to live |
 //! | `PREFIX:revoked:<consent id>` | `1` | at the consent's expiry |
 //! | `PREFIX:uses:<consent id>` | uses so far | at the consent's expiry |
-//! | `PREFIX:rate:<consumer><subject pseudonym><dataset><window s><window index>` | count | at the window's end |
+//! | `PREFIX:rate:<rule><consumer><subject pseudonym><dataset><window s><window index>` | count | at the window's end |
 //!
 //! [`ConsentState::admit`] is one Lua script: one round trip, atomic, every check before any
 //! write. Every call is bounded by a timeout; any failure is [`StateError::Unavailable`], and
@@ -23,11 +23,11 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use crate::{Admission, ConsentState, Refusal, StateError, Verdict, key, validate, window_of};
 
 /// Checks in order, then records: returns {0, uses or -1} when admitted, {1} replayed,
-/// {2} revoked, {3} uses exhausted, {4} rate limited.
+/// {2} revoked, {3} uses exhausted, {4, i} rate limited by the i-th limit (1-based).
 ///
-/// KEYS: request, revoked, uses, rate window.
+/// KEYS: request, revoked, uses, then one rate window per limit.
 /// ARGV: request? (0/1), request ttl ms, consent? (0/1), max uses (-1: none), consent expiry
-/// (Unix ms), rate? (0/1), limit, window end (Unix ms).
+/// (Unix ms), then per limit: its count, its window's end (Unix ms).
 const ADMIT: &str = r"
 if ARGV[1] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then return {1} end
 local uses = -1
@@ -39,18 +39,18 @@ if ARGV[3] == '1' then
     uses = used + 1
   end
 end
-if ARGV[6] == '1' then
-  local count = tonumber(redis.call('GET', KEYS[4]) or '0')
-  if count >= tonumber(ARGV[7]) then return {4} end
+for i = 4, #KEYS do
+  local count = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if count >= tonumber(ARGV[2 * i - 2]) then return {4, i - 3} end
 end
 if ARGV[1] == '1' then redis.call('SET', KEYS[1], '1', 'PX', ARGV[2]) end
 if uses >= 0 then
   redis.call('INCR', KEYS[3])
   redis.call('PEXPIREAT', KEYS[3], ARGV[5])
 end
-if ARGV[6] == '1' then
-  redis.call('INCR', KEYS[4])
-  redis.call('PEXPIREAT', KEYS[4], ARGV[8])
+for i = 4, #KEYS do
+  redis.call('INCR', KEYS[i])
+  redis.call('PEXPIREAT', KEYS[i], ARGV[2 * i - 1])
 end
 return {0, uses}
 ";
@@ -171,31 +171,17 @@ impl ConsentState for RedisState {
                 )
             },
         );
-        let window = admission
-            .rate
-            .map(|rate| (rate, window_of(admission.now, rate.window)));
-        let window_key = window.map_or_else(
-            || unused.clone(),
-            |(rate, (index, _))| {
-                self.key(
-                    "rate",
-                    &[
-                        rate.consumer,
-                        rate.subject,
-                        rate.dataset,
-                        &rate.window.as_secs().to_string(),
-                        &index.to_string(),
-                    ],
-                )
-            },
-        );
+        let windows: Vec<_> = admission
+            .rates
+            .iter()
+            .map(|rate| (rate, window_of(admission.now, rate.window)))
+            .collect();
         let flag = |present: bool| if present { "1" } else { "0" };
         let mut invocation = self.script.prepare_invoke();
         invocation
             .key(request_key)
             .key(revoked_key)
             .key(uses_key)
-            .key(window_key)
             .arg(flag(admission.request.is_some()))
             .arg(
                 admission
@@ -213,10 +199,23 @@ impl ConsentState for RedisState {
                 admission
                     .consent
                     .map_or(0, |consent| unix_ms(consent.expires_at)),
-            )
-            .arg(flag(window.is_some()))
-            .arg(window.map_or(0, |(rate, _)| rate.limit))
-            .arg(window.map_or(0, |(_, (_, left))| unix_ms(admission.now + left)));
+            );
+        for (rate, (index, left)) in &windows {
+            invocation
+                .key(self.key(
+                    "rate",
+                    &[
+                        rate.rule,
+                        rate.consumer,
+                        rate.subject,
+                        rate.dataset,
+                        &rate.window.as_secs().to_string(),
+                        &index.to_string(),
+                    ],
+                ))
+                .arg(rate.limit)
+                .arg(unix_ms(admission.now + *left));
+        }
         let mut connection = self.connection.clone();
         let reply: Vec<i64> = self
             .bounded(invocation.invoke_async(&mut connection))
@@ -228,8 +227,11 @@ impl ConsentState for RedisState {
             [1] => Ok(Verdict::Refused(Refusal::Replayed)),
             [2] => Ok(Verdict::Refused(Refusal::Revoked)),
             [3] => Ok(Verdict::Refused(Refusal::UsesExhausted)),
-            [4] => Ok(Verdict::Refused(Refusal::RateLimited {
-                retry_after: window.map_or(Duration::ZERO, |(_, (_, left))| left),
+            [4, which] => Ok(Verdict::Refused(Refusal::RateLimited {
+                retry_after: usize::try_from(*which)
+                    .ok()
+                    .and_then(|which| windows.get(which.checked_sub(1)?))
+                    .map_or(Duration::ZERO, |(_, (_, left))| *left),
             })),
             other => Err(unavailable(format!("the admit script answered {other:?}"))),
         }

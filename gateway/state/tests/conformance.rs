@@ -64,7 +64,7 @@ fn at(now: SystemTime) -> Admission<'static> {
         now,
         request: None,
         consent: None,
-        rate: None,
+        rates: &[],
     }
 }
 
@@ -84,14 +84,15 @@ fn consent(id: &str, now: SystemTime, max_uses: Option<u64>) -> Option<ConsentUs
     })
 }
 
-fn rate<'a>(dataset: &'a str, limit: u32, window: Duration) -> Option<RateLimit<'a>> {
-    Some(RateLimit {
+fn rate<'a>(dataset: &'a str, limit: u32, window: Duration) -> RateLimit<'a> {
+    RateLimit {
+        rule: "housing-family",
         consumer: "housing-programme",
         subject: "pseudonym-1",
         dataset,
         limit,
         window,
-    })
+    }
 }
 
 const ADMITTED: Verdict = Verdict::Admitted { uses: None };
@@ -189,7 +190,7 @@ async fn a_refused_request_changes_nothing(state: &impl ConsentState, clock: imp
     let limited = Admission {
         request: request("housing-programme", "r-3"),
         consent: consent("consent-4", now, Some(2)),
-        rate: rate("civil.family", 0, Duration::from_secs(60)),
+        rates: &[rate("civil.family", 0, Duration::from_secs(60))],
         ..at(now)
     };
     assert!(matches!(
@@ -197,7 +198,7 @@ async fn a_refused_request_changes_nothing(state: &impl ConsentState, clock: imp
         Ok(Verdict::Refused(Refusal::RateLimited { .. }))
     ));
     let retried = Admission {
-        rate: None,
+        rates: &[],
         ..limited
     };
     assert_eq!(
@@ -212,8 +213,16 @@ async fn a_frequency_limit_holds_per_window_and_dataset(
 ) {
     let now = clock.align().await;
     let window = Duration::from_secs(1);
+    let limits = [
+        rate("labour.employment", 2, window),
+        rate("civil.family", 2, window),
+    ];
     let ask = |now, dataset| Admission {
-        rate: rate(dataset, 2, window),
+        rates: if dataset == "civil.family" {
+            &limits[1..]
+        } else {
+            &limits[..1]
+        },
         ..at(now)
     };
     assert_eq!(
@@ -238,6 +247,49 @@ async fn a_frequency_limit_holds_per_window_and_dataset(
         state.admit(&ask(later, "labour.employment")).await,
         Ok(ADMITTED)
     );
+}
+
+async fn each_rule_counts_its_own_limit_and_a_refusal_by_one_counts_in_none(
+    state: &impl ConsentState,
+    clock: impl Clock,
+) {
+    let now = clock.now();
+    let window = Duration::from_secs(3600);
+    let loose = RateLimit {
+        rule: "loose",
+        ..rate("labour.employment", 5, window)
+    };
+    let strict = RateLimit {
+        rule: "strict",
+        ..rate("labour.employment", 1, window)
+    };
+    let both = [loose, strict];
+    let ask_both = Admission {
+        rates: &both,
+        ..at(now)
+    };
+    assert_eq!(state.admit(&ask_both).await, Ok(ADMITTED));
+    // The strict rule's window is used up: the request is refused, and the loose rule's count
+    // does not move.
+    for _ in 0..3 {
+        assert!(matches!(
+            state.admit(&ask_both).await,
+            Ok(Verdict::Refused(Refusal::RateLimited { .. }))
+        ));
+    }
+    let only_loose = [loose];
+    let ask_loose = Admission {
+        rates: &only_loose,
+        ..at(now)
+    };
+    // 1 counted with both, then 4 more before the loose limit of 5 is reached.
+    for _ in 0..4 {
+        assert_eq!(state.admit(&ask_loose).await, Ok(ADMITTED));
+    }
+    assert!(matches!(
+        state.admit(&ask_loose).await,
+        Ok(Verdict::Refused(Refusal::RateLimited { .. }))
+    ));
 }
 
 async fn keys_made_of_several_parts_never_collide(state: &impl ConsentState, clock: impl Clock) {
@@ -296,8 +348,9 @@ async fn bad_requests_are_refused_with_a_reason(state: &impl ConsentState, clock
         state.admit(&empty_id).await.map_err(|e| e.code()),
         Err("state_invalid")
     );
+    let tiny = [rate("civil.family", 5, Duration::from_millis(10))];
     let tiny_window = Admission {
-        rate: rate("civil.family", 5, Duration::from_millis(10)),
+        rates: &tiny,
         ..at(now)
     };
     assert_eq!(
@@ -344,6 +397,15 @@ macro_rules! conformance {
             async fn a_frequency_limit_holds_per_window_and_dataset() {
                 let (_running, state) = $setup;
                 super::a_frequency_limit_holds_per_window_and_dataset(&state, $clock).await;
+            }
+
+            #[tokio::test]
+            async fn each_rule_counts_its_own_limit_and_a_refusal_by_one_counts_in_none() {
+                let (_running, state) = $setup;
+                super::each_rule_counts_its_own_limit_and_a_refusal_by_one_counts_in_none(
+                    &state, $clock,
+                )
+                .await;
             }
 
             #[tokio::test]

@@ -23,7 +23,7 @@ fn use_consent(now: SystemTime, request_id: &str) -> Admission<'_> {
             expires_at: now + Duration::from_secs(3600),
             max_uses: Some(100),
         }),
-        rate: None,
+        rates: &[],
     }
 }
 
