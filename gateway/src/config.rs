@@ -31,6 +31,23 @@ pub struct GatewayConfig {
     /// every node and across restarts, or consumers' hashes stop matching.
     #[serde(default)]
     pub hash_key: Option<PathBuf>,
+    /// The secret that subjects' pseudonyms are keyed with (HMAC-SHA256): a file holding at
+    /// least 64 hex digits. Frequency limits count per pseudonym, never per ID. Required when a
+    /// rule has a `limit`; the same on every node sharing one state.
+    #[serde(default)]
+    pub pseudonym_key: Option<PathBuf>,
+    /// Verifying consent tokens; required when a rule needs consent.
+    #[serde(default)]
+    pub consent: Option<ConsentConfig>,
+    /// Where revocations, consent use counts, frequency windows and request ids are kept:
+    /// `memory` (this node only) or `redis://host:port[/db]` (every node sharing the Redis).
+    #[serde(default = "default_shared_state")]
+    pub shared_state: String,
+    /// How long a consumer's request id is remembered, in seconds: a request that uses a
+    /// consent or a frequency limit is refused (`request_replayed`) if the consumer sent the
+    /// same id within this time.
+    #[serde(default = "default_replay_window_s")]
+    pub replay_window_s: u64,
     /// The federation CA and this node's certificate and key.
     pub tls: TlsPaths,
     /// Provider endpoints that override the catalogue's, by agency id (a deployment detail:
@@ -40,6 +57,49 @@ pub struct GatewayConfig {
     /// Limits on what callers may ask.
     #[serde(default)]
     pub limits: Limits,
+}
+
+/// How consent tokens are verified.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentConfig {
+    /// The trusted consent authorities' public keys: a JWKS file, re-read when it changes.
+    pub jwks: PathBuf,
+    /// The accepted `iss` values.
+    pub issuers: Vec<String>,
+    /// The SPIFFE IDs allowed to call `Admin.RevokeConsent` [default:
+    /// `spiffe://<federation>/admin/consent-authority`].
+    #[serde(default)]
+    pub authorities: Vec<String>,
+    /// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds.
+    #[serde(default = "default_leeway_s")]
+    pub leeway_s: u64,
+    /// The longest a consent may be valid (`exp - iat`), in days.
+    #[serde(default = "default_max_lifetime_days")]
+    pub max_lifetime_days: u64,
+    /// The longest token accepted, in bytes.
+    #[serde(default = "default_max_token_bytes")]
+    pub max_token_bytes: usize,
+}
+
+fn default_leeway_s() -> u64 {
+    30
+}
+
+fn default_max_lifetime_days() -> u64 {
+    366
+}
+
+fn default_max_token_bytes() -> usize {
+    8 * 1024
+}
+
+fn default_replay_window_s() -> u64 {
+    600
+}
+
+fn default_shared_state() -> String {
+    "memory".to_owned()
 }
 
 /// Paths of the TLS files.
@@ -120,11 +180,18 @@ impl GatewayConfig {
         ] {
             *file = base.join(&*file);
         }
-        for file in [&mut config.policy_signing_key, &mut config.hash_key]
-            .into_iter()
-            .flatten()
+        for file in [
+            &mut config.policy_signing_key,
+            &mut config.hash_key,
+            &mut config.pseudonym_key,
+        ]
+        .into_iter()
+        .flatten()
         {
             *file = base.join(&*file);
+        }
+        if let Some(consent) = &mut config.consent {
+            consent.jwks = base.join(&consent.jwks);
         }
         Ok(config)
     }

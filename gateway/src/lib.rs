@@ -4,10 +4,14 @@
 //! - [`pipeline`]: the steps of a `GetAttributes` request, one module each.
 //! - [`server`]: the gRPC server over mutual TLS (Exchange, health, reflection).
 //! - [`config`]: the configuration file of `isnad serve`.
+//! - [`consent_keys`]: the consent authorities' keys in force, reloaded when they change.
+//! - [`secrets`]: the hash and pseudonym keys.
 //! - [`cli`]: the `isnad` command.
 
 pub mod cli;
 pub mod config;
+pub mod consent_keys;
 pub mod pipeline;
 pub mod policy_store;
+pub mod secrets;
 pub mod server;

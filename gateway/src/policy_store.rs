@@ -75,6 +75,17 @@ pub struct Reloaded {
     pub rules: usize,
 }
 
+/// What this gateway can run: a store that needs more is refused (`policy_unusable`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Capabilities {
+    /// A `hash_key` is configured (rules may use `hash`).
+    pub hash_key: bool,
+    /// Consent tokens are verified (rules may require consent).
+    pub consent: bool,
+    /// A `pseudonym_key` is configured (rules may have a `limit`).
+    pub pseudonym_key: bool,
+}
+
 /// What building provider channels needs.
 #[derive(Debug)]
 pub struct UpstreamSettings {
@@ -91,7 +102,7 @@ pub struct UpstreamSettings {
 pub struct PolicyStore {
     dir: PathBuf,
     signing_key: Option<VerifyingKey>,
-    hash_key_configured: bool,
+    capabilities: Capabilities,
     upstream: UpstreamSettings,
     current: ArcSwap<Current>,
     /// Serializes reloads; holds the revision and errors of the last refused store.
@@ -103,16 +114,16 @@ impl PolicyStore {
     pub fn load(
         dir: PathBuf,
         signing_key: Option<VerifyingKey>,
-        hash_key_configured: bool,
+        capabilities: Capabilities,
         upstream: UpstreamSettings,
     ) -> Result<PolicyStore, ReloadError> {
-        let (sources, policy) = read_and_check(&dir, signing_key.as_ref(), hash_key_configured)?;
+        let (sources, policy) = read_and_check(&dir, signing_key.as_ref(), capabilities)?;
         drop(sources);
         let current = make_current(policy, &upstream, None)?;
         Ok(PolicyStore {
             dir,
             signing_key,
-            hash_key_configured,
+            capabilities,
             upstream,
             current: ArcSwap::from_pointee(current),
             last_refused: Mutex::new(None),
@@ -140,17 +151,13 @@ impl PolicyStore {
             .map_err(|_| ReloadError::Unusable("a previous reload panicked".into()))?;
         let previous = self.current.load();
         let previous_revision = previous.policy.revision().to_string();
-        let outcome = read_and_check(
-            &self.dir,
-            self.signing_key.as_ref(),
-            self.hash_key_configured,
-        )
-        .and_then(|(_, policy)| {
-            if policy.revision() == previous.policy.revision() {
-                return Ok(None);
-            }
-            make_current(policy, &self.upstream, Some(&previous)).map(Some)
-        });
+        let outcome = read_and_check(&self.dir, self.signing_key.as_ref(), self.capabilities)
+            .and_then(|(_, policy)| {
+                if policy.revision() == previous.policy.revision() {
+                    return Ok(None);
+                }
+                make_current(policy, &self.upstream, Some(&previous)).map(Some)
+            });
         match outcome {
             Ok(None) => {
                 *last_refused = None;
@@ -224,7 +231,7 @@ impl PolicyStore {
 fn read_and_check(
     dir: &std::path::Path,
     signing_key: Option<&VerifyingKey>,
-    hash_key_configured: bool,
+    capabilities: Capabilities,
 ) -> Result<(Sources, PolicySet), ReloadError> {
     let sources = Sources::read_dir(dir).map_err(ReloadError::Invalid)?;
     let policy =
@@ -243,20 +250,41 @@ fn read_and_check(
         key.verify(signature.as_deref(), policy.revision())
             .map_err(ReloadError::Signature)?;
     }
-    if !hash_key_configured
-        && let Some(rule) = policy.rules().iter().find(|rule| {
+    check_capabilities(&policy, capabilities)?;
+    Ok((sources, policy))
+}
+
+/// Refuses a store whose rules need what this gateway is not configured for, naming the first
+/// rule that does and the setting that is missing.
+fn check_capabilities(policy: &PolicySet, capabilities: Capabilities) -> Result<(), ReloadError> {
+    let rules = policy.rules();
+    let missing = |rule: &isnad_policy::Rule, needs: &str, setting: &str| {
+        ReloadError::Unusable(format!(
+            "rule {} ({}) {needs}, but the gateway has no {setting}: set `{setting}` in its \
+             configuration",
+            rule.id, rule.location
+        ))
+    };
+    if !capabilities.hash_key
+        && let Some(rule) = rules.iter().find(|rule| {
             rule.fields
                 .iter()
                 .any(|(_, t)| *t == isnad_policy::Treatment::Transform(Transform::Hash))
         })
     {
-        return Err(ReloadError::Unusable(format!(
-            "rule {} ({}) uses `hash`, but the gateway has no hash key: set `hash_key` in its \
-             configuration",
-            rule.id, rule.location
-        )));
+        return Err(missing(rule, "uses `hash`", "hash_key"));
     }
-    Ok((sources, policy))
+    if !capabilities.consent
+        && let Some(rule) = rules.iter().find(|rule| rule.consent_required)
+    {
+        return Err(missing(rule, "requires consent", "consent"));
+    }
+    if !capabilities.pseudonym_key
+        && let Some(rule) = rules.iter().find(|rule| rule.limit.is_some())
+    {
+        return Err(missing(rule, "has a `limit`", "pseudonym_key"));
+    }
+    Ok(())
 }
 
 fn endpoints(policy: &PolicySet, overrides: &BTreeMap<String, String>) -> BTreeMap<String, String> {

@@ -4,14 +4,14 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use isnad_proto::errors;
 use isnad_proto::v1::admin_server::{Admin, AdminServer};
 use isnad_proto::v1::exchange_server::{Exchange, ExchangeServer};
 use isnad_proto::v1::{
     AttributesRequest, AttributesResponse, PolicyStatusRequest, PolicyStatusResponse,
-    ReloadPolicyRequest, ReloadPolicyResponse,
+    ReloadPolicyRequest, ReloadPolicyResponse, RevokeConsentRequest, RevokeConsentResponse,
 };
 use isnad_tls::server::AcceptLimits;
 use isnad_tls::{PeerInfo, TlsFiles};
@@ -19,8 +19,11 @@ use tokio::net::TcpListener;
 use tonic::{Code, Request, Response, Status};
 
 use crate::config::GatewayConfig;
+use crate::consent_keys::ConsentKeys;
 use crate::pipeline::{HashKey, Pipeline};
-use crate::policy_store::{PolicyStore, UpstreamSettings};
+use crate::policy_store::{Capabilities, PolicyStore, UpstreamSettings};
+use crate::secrets::{PseudonymKey, read_hex_key};
+use isnad_state::{ConsentState, SharedState};
 
 /// The `Exchange` service: hands each request to the pipeline.
 #[derive(Debug, Clone)]
@@ -65,10 +68,29 @@ impl Exchange for ExchangeService {
     }
 }
 
-/// The `Admin` service: policy reload and status, for admin identities only.
+/// The `Admin` service: policy reload and status for admin identities, consent revocation for
+/// the consent authorities.
 #[derive(Debug, Clone)]
 pub struct AdminService {
     store: Arc<PolicyStore>,
+    consent: Option<Arc<ConsentKeys>>,
+    state: Arc<SharedState>,
+}
+
+/// The caller's SPIFFE ID, or UNAUTHENTICATED.
+fn caller<T>(request: &Request<T>) -> Result<&isnad_tls::SpiffeId, Status> {
+    match request
+        .extensions()
+        .get::<Arc<PeerInfo>>()
+        .map(|peer| &peer.identity)
+    {
+        Some(Ok(id)) => Ok(id),
+        _ => Err(errors::status(
+            Code::Unauthenticated,
+            "no_spiffe_id",
+            "the client certificate has no usable SPIFFE ID",
+        )),
+    }
 }
 
 impl AdminService {
@@ -134,6 +156,63 @@ impl Admin for AdminService {
             last_error: self.store.last_error().unwrap_or_default(),
         }))
     }
+
+    async fn revoke_consent(
+        &self,
+        request: Request<RevokeConsentRequest>,
+    ) -> Result<Response<RevokeConsentResponse>, Status> {
+        let caller = caller(&request)?.as_str().to_owned();
+        let Some(keys) = &self.consent else {
+            return Err(errors::status(
+                Code::FailedPrecondition,
+                "consent_not_configured",
+                "this gateway does not verify consent tokens, so there is nothing to revoke",
+            ));
+        };
+        if !keys.is_authority(&caller) {
+            return Err(errors::status(
+                Code::PermissionDenied,
+                "not_consent_authority",
+                format!("{caller} is not a consent authority of this gateway"),
+            ));
+        }
+        let request = request.into_inner();
+        let id = request.consent_id;
+        if id.is_empty() || id.len() > 256 || !id.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(errors::status(
+                Code::InvalidArgument,
+                "invalid_consent_id",
+                "consent_id must be 1 to 256 printable ASCII characters (the token's jti)",
+            ));
+        }
+        let now = SystemTime::now();
+        let latest = now + keys.max_lifetime();
+        let until = match request.expires_at {
+            None => latest,
+            Some(at) => SystemTime::try_from(at)
+                .map_err(|_| {
+                    errors::status(
+                        Code::InvalidArgument,
+                        "invalid_expiry",
+                        "expires_at is not a valid time",
+                    )
+                })?
+                .min(latest),
+        };
+        self.state.revoke(&id, until, now).await.map_err(|error| {
+            tracing::error!(%error, "a revocation could not be recorded");
+            errors::status(
+                Code::Unavailable,
+                error.code(),
+                "the revocation could not be recorded; it is not in force: try again",
+            )
+        })?;
+        tracing::info!(consent = %id.escape_debug(), by = %caller, "consent revoked");
+        Ok(Response::new(RevokeConsentResponse {
+            consent_id: id,
+            revoked_until: Some(until.into()),
+        }))
+    }
 }
 
 /// A gateway ready to serve: configuration checked, policy compiled, TLS material loaded.
@@ -144,22 +223,6 @@ pub struct Gateway {
     accept: AcceptLimits,
     max_concurrent_streams: u32,
     policy_poll: Option<Duration>,
-}
-
-fn read_hash_key(path: &std::path::Path) -> anyhow::Result<HashKey> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| anyhow::anyhow!("hash key {}: {e}", path.display()))?;
-    let hex = text.trim();
-    let bytes = (0..hex.len())
-        .step_by(2)
-        .map(|i| {
-            hex.get(i..i + 2)
-                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
-        })
-        .collect::<Option<Vec<u8>>>()
-        .filter(|_| hex.len() % 2 == 0)
-        .ok_or_else(|| anyhow::anyhow!("hash key {}: not hex digits", path.display()))?;
-    HashKey::new(&bytes).map_err(|e| anyhow::anyhow!("hash key {}: {e}", path.display()))
 }
 
 impl Gateway {
@@ -184,11 +247,24 @@ impl Gateway {
             }
             None => None,
         };
-        let hash_key = config.hash_key.as_deref().map(read_hash_key).transpose()?;
+        let hash_key = config
+            .hash_key
+            .as_deref()
+            .map(|path| HashKey::new(&read_hex_key(path, "hash key")?))
+            .transpose()?;
+        let pseudonyms = config
+            .pseudonym_key
+            .as_deref()
+            .map(PseudonymKey::from_file)
+            .transpose()?;
         let store = PolicyStore::load(
             config.policy.clone(),
             signing_key,
-            hash_key.is_some(),
+            Capabilities {
+                hash_key: hash_key.is_some(),
+                consent: config.consent.is_some(),
+                pseudonym_key: pseudonyms.is_some(),
+            },
             UpstreamSettings {
                 overrides: config.upstreams.clone(),
                 material,
@@ -203,11 +279,31 @@ impl Gateway {
             signed = config.policy_signing_key.is_some(),
             "policy loaded"
         );
+        let federation = current.policy.catalogue().federation.clone();
+        let consent = config
+            .consent
+            .as_ref()
+            .map(|consent| ConsentKeys::load(consent, &federation).map(Arc::new))
+            .transpose()?;
+        let state = SharedState::from_config(&config.shared_state)
+            .map_err(|error| anyhow::anyhow!("shared_state: {error}"))?;
+        tracing::info!(
+            consent = consent.is_some(),
+            shared_state = match &state {
+                SharedState::Memory(_) => "memory",
+                SharedState::Redis(_) => "redis",
+            },
+            "consent and shared state ready"
+        );
         Ok(Gateway {
             pipeline: Arc::new(Pipeline {
                 store: Arc::new(store),
                 limits: config.limits,
                 hash_key,
+                consent,
+                state: Arc::new(state),
+                pseudonyms,
+                replay_window: Duration::from_secs(config.replay_window_s),
             }),
             tls,
             accept: AcceptLimits {
@@ -228,10 +324,15 @@ impl Gateway {
     ) -> anyhow::Result<()> {
         let max_request_bytes = self.pipeline.limits.max_request_bytes;
         let store = self.pipeline.store.clone();
-        let reloads = spawn_reload_triggers(store.clone(), self.policy_poll)?;
+        let consent = self.pipeline.consent.clone();
+        let reloads = spawn_reload_triggers(store.clone(), consent.clone(), self.policy_poll)?;
         // The transport refuses anything far larger outright; up to 4x the limit a request is
         // decoded so the admit step can refuse it with a precise reason code.
-        let admin = AdminServer::new(AdminService { store });
+        let admin = AdminServer::new(AdminService {
+            store,
+            consent,
+            state: self.pipeline.state.clone(),
+        });
         let exchange = ExchangeServer::new(ExchangeService {
             pipeline: self.pipeline,
         })
@@ -263,14 +364,17 @@ impl Gateway {
     }
 }
 
-/// Starts the reload triggers: polling the store every `poll` (if set) and SIGHUP.
+/// Starts the reload triggers: polling the policy store and the consent keys every `poll` (if
+/// set), and SIGHUP.
 fn spawn_reload_triggers(
     store: Arc<PolicyStore>,
+    consent: Option<Arc<ConsentKeys>>,
     poll: Option<Duration>,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     let mut tasks = Vec::new();
     if let Some(every) = poll {
         let store = store.clone();
+        let consent = consent.clone();
         tasks.push(tokio::spawn(async move {
             let mut ticks = tokio::time::interval(every);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -278,7 +382,14 @@ fn spawn_reload_triggers(
             loop {
                 ticks.tick().await;
                 let store = store.clone();
-                let _ = tokio::task::spawn_blocking(move || store.poll()).await;
+                let consent = consent.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    store.poll();
+                    if let Some(consent) = consent {
+                        consent.poll("file change");
+                    }
+                })
+                .await;
             }
         }));
     }
@@ -290,7 +401,14 @@ fn spawn_reload_triggers(
         tasks.push(tokio::spawn(async move {
             while hangups.recv().await.is_some() {
                 let store = store.clone();
-                let _ = tokio::task::spawn_blocking(move || store.reload("SIGHUP")).await;
+                let consent = consent.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    let _ = store.reload("SIGHUP");
+                    if let Some(consent) = consent {
+                        consent.poll("SIGHUP");
+                    }
+                })
+                .await;
             }
         }));
     }

@@ -688,7 +688,7 @@ fn rejects_unknown_keys_in_rules_and_in_the_catalogue() {
         &rule_with_field("identity.person", "sex: allow").replace("fields:", "feilds:"),
         "rules/x.yaml:8:5",
         "unknown field `feilds`, expected one of id, description, consumer, dataset, purpose, \
-         legal_basis, reference, consent_required, valid_from, valid_until, status, fields",
+         legal_basis, reference, consent_required, valid_from, valid_until, status, limit, fields",
     );
 
     let catalogue = CATALOGUE.replace("    level: federal\n", "    levle: federal\n");

@@ -227,8 +227,9 @@ impl Federation {
     }
 
     /// Starts a gateway node with the policy store in `policy`, and `extra` top-level
-    /// configuration lines (YAML), e.g. `policy_signing_key: ...`. The node uses the hash key
-    /// `isnad up` made, so its hashes match the federation's.
+    /// configuration lines (YAML), e.g. `policy_signing_key: ...`. The node uses the hash and
+    /// pseudonym keys and the consent authority `isnad up` made, so its hashes match the
+    /// federation's and it accepts the federation's consent tokens.
     pub fn serve_gateway_with(
         &self,
         policy: &Path,
@@ -242,10 +243,14 @@ impl Federation {
         for (agency, endpoint) in upstreams {
             upstream_lines.push_str(&format!("  {agency}: {endpoint}\n"));
         }
+        let dir = self.dir.path().display();
         let config = format!(
-            "node: gateway\nlisten: {addr}\npolicy: {policy}\nhash_key: {hash_key}\ntls:\n  ca: {pki}/ca.pem\n  cert: {pki}/gateway.pem\n  key: {pki}/gateway.key\nupstreams:\n{upstream_lines}limits:\n{limits}{extra}",
+            "node: gateway\nlisten: {addr}\npolicy: {policy}\nhash_key: {dir}/hash.key\n\
+             pseudonym_key: {dir}/pseudonym.key\n\
+             consent:\n  jwks: {dir}/consent/jwks.json\n  issuers: [\"https://consent.{FEDERATION}\"]\n\
+             tls:\n  ca: {pki}/ca.pem\n  cert: {pki}/gateway.pem\n  key: {pki}/gateway.key\n\
+             upstreams:\n{upstream_lines}limits:\n{limits}{extra}",
             policy = policy.display(),
-            hash_key = self.dir.path().join("hash.key").display(),
             pki = pki.display(),
         );
         let path = self

@@ -115,3 +115,93 @@ pub fn jwks_json(keys: &[&SigningKey]) -> String {
     serde_json::json!({ "keys": keys.iter().map(|key| key.public_jwk()).collect::<Vec<_>>() })
         .to_string()
 }
+
+/// What a citizen agreed to, as a consent authority records it: the claims of one consent
+/// token. [`ConsentGrant::claims`] gives the JSON [`SigningKey::issue`] signs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsentGrant {
+    /// The consent id (`jti`): the handle a revocation names.
+    pub id: String,
+    /// The consent authority (`iss`).
+    pub issuer: String,
+    /// The gateway federation the token is for (`aud`).
+    pub audience: String,
+    /// The citizen, as requests name them (`sub`).
+    pub subject: String,
+    /// The consumer agency's SPIFFE ID (`azp`).
+    pub consumer: String,
+    /// The purpose.
+    pub purpose: String,
+    /// The dataset and the fields the citizen agreed to share from it.
+    pub dataset: String,
+    /// The fields.
+    pub fields: Vec<String>,
+    /// When it was given (`iat`, also `nbf`), Unix seconds.
+    pub issued_at: u64,
+    /// When it ends (`exp`), Unix seconds.
+    pub expires_at: u64,
+    /// How many requests it allows, if it limits them.
+    pub max_uses: Option<u64>,
+    /// SHA-256 of the consumer's certificate (DER), to bind the token to it (`cnf.x5t#S256`).
+    pub cert_sha256: Option<[u8; 32]>,
+}
+
+impl ConsentGrant {
+    /// The token's claims.
+    pub fn claims(&self) -> serde_json::Value {
+        let mut claims = serde_json::json!({
+            "iss": self.issuer,
+            "sub": self.subject,
+            "aud": self.audience,
+            "azp": self.consumer,
+            "purpose": self.purpose,
+            "jti": self.id,
+            "iat": self.issued_at,
+            "nbf": self.issued_at,
+            "exp": self.expires_at,
+            "authorization_details": [{
+                "type": crate::verify::DETAILS_TYPE,
+                "dataset": self.dataset,
+                "fields": self.fields,
+            }],
+        });
+        if let Some(uses) = self.max_uses {
+            claims["max_uses"] = uses.into();
+        }
+        if let Some(hash) = self.cert_sha256 {
+            claims["cnf"] = serde_json::json!({ "x5t#S256": URL_SAFE_NO_PAD.encode(hash) });
+        }
+        claims
+    }
+}
+
+/// A new random consent id: 128 bits, hex.
+pub fn new_consent_id() -> Result<String, IssueError> {
+    let mut bytes = [0u8; 16];
+    ring::rand::SecureRandom::fill(&SystemRandom::new(), &mut bytes)
+        .map_err(|_| IssueError("the system random generator failed".into()))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The consent id (`jti`) and expiry (`exp`, Unix seconds) a token claims, read WITHOUT
+/// verifying it: for a consent authority's own tools (revoking a token it issued), never for a
+/// decision to release anything.
+pub fn peek_id(token: &str) -> Result<(String, u64), IssueError> {
+    let payload = token
+        .split('.')
+        .nth(1)
+        .ok_or_else(|| IssueError("not a JWT: it has no payload".into()))?;
+    let claims: serde_json::Value = URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .ok_or_else(|| IssueError("not a JWT: the payload is not base64url JSON".into()))?;
+    let id = claims["jti"]
+        .as_str()
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| IssueError("the token has no jti".into()))?;
+    let exp = claims["exp"]
+        .as_u64()
+        .ok_or_else(|| IssueError("the token has no integer exp".into()))?;
+    Ok((id.to_owned(), exp))
+}

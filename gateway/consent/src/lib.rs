@@ -21,6 +21,6 @@ pub mod jwks;
 pub mod provider;
 pub mod verify;
 
-pub use issue::{IssueError, SigningKey, jwks_json};
+pub use issue::{ConsentGrant, IssueError, SigningKey, jwks_json, new_consent_id, peek_id};
 pub use jwks::{Jwks, JwksError, PublicKey, SigningAlgorithm};
-pub use verify::{Consent, ConsentError, Request, Verifier, VerifierConfig};
+pub use verify::{Consent, ConsentError, DEFAULT_MAX_LIFETIME, Request, Verifier, VerifierConfig};

@@ -27,6 +27,9 @@ pub const TOKEN_TYPE: &str = "consent+jwt";
 /// The `type` of an `authorization_details` entry this gateway reads.
 pub const DETAILS_TYPE: &str = "isnad_attributes";
 
+/// The longest consent lifetime accepted by default: a year and a day.
+pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(366 * 24 * 3600);
+
 /// What the gateway trusts and expects.
 #[derive(Debug, Clone)]
 pub struct VerifierConfig {
@@ -40,10 +43,14 @@ pub struct VerifierConfig {
     pub max_token_bytes: usize,
     /// How many verified tokens are remembered.
     pub cache_entries: usize,
+    /// The longest a consent may be valid (`exp - iat`). It also bounds how long a revocation
+    /// that names no expiry is kept.
+    pub max_lifetime: Duration,
 }
 
 impl VerifierConfig {
-    /// The defaults: 30 s leeway, 8 KiB tokens, 10,000 cached tokens.
+    /// The defaults: 30 s leeway, 8 KiB tokens, 10,000 cached tokens, a lifetime of at most
+    /// 366 days.
     pub fn new(audience: impl Into<String>, issuers: Vec<String>) -> VerifierConfig {
         VerifierConfig {
             audience: audience.into(),
@@ -51,6 +58,7 @@ impl VerifierConfig {
             leeway: Duration::from_secs(30),
             max_token_bytes: 8 * 1024,
             cache_entries: 10_000,
+            max_lifetime: DEFAULT_MAX_LIFETIME,
         }
     }
 }
@@ -112,6 +120,8 @@ pub enum ConsentError {
     Claims(&'static str),
     #[error("the consent token has expired")]
     Expired,
+    #[error("the consent token is valid for longer than this gateway accepts (exp - iat)")]
+    Lifetime,
     #[error("the consent token is not valid yet")]
     NotYetValid,
     #[error("the consent token's issuer is not a trusted consent authority")]
@@ -142,6 +152,7 @@ impl ConsentError {
             ConsentError::Signature => "consent_signature",
             ConsentError::Claims(_) => "consent_claims",
             ConsentError::Expired => "consent_expired",
+            ConsentError::Lifetime => "consent_lifetime",
             ConsentError::NotYetValid => "consent_not_yet_valid",
             ConsentError::Issuer => "consent_issuer",
             ConsentError::Audience => "consent_audience",
@@ -316,6 +327,9 @@ impl Verifier {
         }
         if now.saturating_add(leeway) < claims.nbf || now.saturating_add(leeway) < claims.iat {
             return Err(ConsentError::NotYetValid);
+        }
+        if claims.exp.saturating_sub(claims.iat) > self.config.max_lifetime.as_secs() {
+            return Err(ConsentError::Lifetime);
         }
         if !self.config.issuers.contains(&claims.iss) {
             return Err(ConsentError::Issuer);

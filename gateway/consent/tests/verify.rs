@@ -195,6 +195,15 @@ fn refuses_time_problems_and_wrong_types() {
         c.insert("nbf".into(), json!(secs(now()) + 120));
     }));
     assert_eq!(code(&setup, &early), "consent_not_yet_valid");
+    // Valid for longer than the gateway accepts (366 days by default), and just within it.
+    let too_long = issue(with(|c| {
+        c.insert("exp".into(), json!(secs(now()) - 60 + 366 * 86_400 + 1));
+    }));
+    assert_eq!(code(&setup, &too_long), "consent_lifetime");
+    let a_year = issue(with(|c| {
+        c.insert("exp".into(), json!(secs(now()) - 60 + 366 * 86_400));
+    }));
+    assert_eq!(code(&setup, &a_year), "accepted");
     let exp_as_string = issue(with(|c| {
         c.insert("exp".into(), json!((secs(now()) + 3600).to_string()));
     }));
@@ -379,4 +388,49 @@ fn the_cache_is_bounded() {
         assert!(verifier.verify(&token, &request(), now()).is_ok());
     }
     assert_eq!(verifier.cached(), 2);
+}
+
+#[test]
+fn a_grant_issues_a_token_that_verifies_for_exactly_its_request() {
+    let setup = setup();
+    let grant = isnad_consent::ConsentGrant {
+        id: isnad_consent::new_consent_id().expect("id"),
+        issuer: "consent.isnad.example".into(),
+        audience: "isnad.example".into(),
+        subject: SUBJECT.into(),
+        consumer: CALLER.into(),
+        purpose: "housing-grant".into(),
+        dataset: "identity.person".into(),
+        fields: vec!["full_name_en".into()],
+        issued_at: secs(now()) - 5,
+        expires_at: secs(now()) + 600,
+        max_uses: Some(2),
+        cert_sha256: Some(CERT),
+    };
+    let token = setup.ed.issue(&grant.claims()).expect("token");
+    let consent = setup
+        .verifier
+        .verify(&token, &request(), now())
+        .expect("valid");
+    assert_eq!(consent.id, grant.id);
+    assert_eq!(consent.max_uses, Some(2));
+    assert!(consent.covers("full_name_en") && !consent.covers("date_of_birth"));
+    assert_eq!(
+        isnad_consent::peek_id(&token),
+        Ok((grant.id.clone(), grant.expires_at))
+    );
+    // Bound to the certificate it names.
+    let other_cert = Request {
+        client_cert_sha256: Some([8; 32]),
+        ..request()
+    };
+    assert_eq!(
+        setup.verifier.verify(&token, &other_cert, now()),
+        Err(ConsentError::Binding)
+    );
+    // Two ids are never the same.
+    assert_ne!(
+        isnad_consent::new_consent_id().expect("id"),
+        isnad_consent::new_consent_id().expect("id")
+    );
 }

@@ -44,6 +44,7 @@ pub(crate) fn sample_identities(federation: &str, agencies: &[&str]) -> Vec<Iden
         .collect();
     identities.push(Identity::auditor(federation, "auditor"));
     identities.push(Identity::admin(federation, "admin"));
+    identities.push(Identity::admin(federation, super::consent::AUTHORITY_NAME));
     identities.push(Identity::gateway(federation, "gateway"));
     identities
 }

@@ -21,8 +21,21 @@ struct Ask {
     dataset: &'static str,
     purpose: &'static str,
     fields: &'static [&'static str],
-    /// Whether the whole request is expected to be refused.
-    refused: bool,
+    /// The consent token the request carries.
+    consent: Token,
+    /// The reason code the whole request is expected to be refused with, if it is.
+    refused: Option<&'static str>,
+}
+
+/// What the applicant agreed to before a step.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Token {
+    /// No consent token.
+    None,
+    /// The applicant agrees (through the consent authority) to share these fields.
+    Grant(&'static [&'static str]),
+    /// The applicant withdraws the consent of the previous grant; the request still carries it.
+    Revoke,
 }
 
 const SCENARIO: &[Ask] = &[
@@ -40,7 +53,8 @@ const SCENARIO: &[Ask] = &[
             "mobile",
             "id_card_expiry",
         ],
-        refused: false,
+        consent: Token::None,
+        refused: None,
     },
     Ask {
         title: "How large is the household? The family book answers",
@@ -54,7 +68,8 @@ const SCENARIO: &[Ask] = &[
             "children",
             "spouse_subject",
         ],
-        refused: false,
+        consent: Token::None,
+        refused: None,
     },
     Ask {
         title: "What does the household earn? The labour ministry answers",
@@ -68,7 +83,26 @@ const SCENARIO: &[Ask] = &[
             "employer_name",
             "occupation",
         ],
-        refused: false,
+        consent: Token::None,
+        refused: None,
+    },
+    Ask {
+        title: "The applicant consents to share their occupation for the key-worker list",
+        consumer: "housing-programme",
+        dataset: "labour.employment",
+        purpose: "housing-grant",
+        fields: &["occupation", "contract_type"],
+        consent: Token::Grant(&["occupation"]),
+        refused: None,
+    },
+    Ask {
+        title: "The applicant withdraws that consent; the same request is refused",
+        consumer: "housing-programme",
+        dataset: "labour.employment",
+        purpose: "housing-grant",
+        fields: &["occupation", "contract_type"],
+        consent: Token::Revoke,
+        refused: Some("consent_revoked"),
     },
     Ask {
         title: "The same data for another purpose is refused",
@@ -76,7 +110,8 @@ const SCENARIO: &[Ask] = &[
         dataset: "civil.family",
         purpose: "newborn-registration",
         fields: &["marital_status"],
-        refused: true,
+        consent: Token::None,
+        refused: Some("no_rule"),
     },
     Ask {
         title: "An agency without a rule for a dataset gets nothing from it",
@@ -84,13 +119,14 @@ const SCENARIO: &[Ask] = &[
         dataset: "labour.employment",
         purpose: "newborn-registration",
         fields: &["monthly_salary_aed"],
-        refused: true,
+        consent: Token::None,
+        refused: Some("no_rule"),
     },
 ];
 
 pub(crate) async fn run(federation: &Path) -> anyhow::Result<ExitCode> {
     let dir = tempfile_dir()?;
-    let running = super::up::start(&dir, federation, "127.0.0.1:0".parse()?).await?;
+    let running = super::up::start(&dir, federation, "127.0.0.1:0".parse()?, "memory").await?;
     let applicant = first_subject(&federation.join("records/identity.person.jsonl"))?;
 
     println!("isnad demo: a housing grant application, where the citizen is asked once");
@@ -112,15 +148,67 @@ pub(crate) async fn run(federation: &Path) -> anyhow::Result<ExitCode> {
 
     let mut problems = Vec::new();
     let (mut released, mut transformed, mut withheld, mut refused) = (0, 0, 0, 0);
+    let mut token = String::new();
     for (step, ask) in SCENARIO.iter().enumerate() {
         println!();
         println!("Step {}. {}", step + 1, ask.title);
+        match ask.consent {
+            Token::None => token.clear(),
+            Token::Grant(fields) => {
+                let fields: Vec<String> = fields.iter().map(|f| (*f).to_owned()).collect();
+                token = super::consent::issue_token(
+                    &running.dir,
+                    &super::consent::Agreement {
+                        consumer: ask.consumer,
+                        subject: &applicant,
+                        dataset: ask.dataset,
+                        purpose: ask.purpose,
+                        fields: &fields,
+                        valid_for: std::time::Duration::from_secs(3600),
+                        max_uses: Some(5),
+                        bind_cert: true,
+                    },
+                )?;
+                let (id, _) = isnad_consent::peek_id(&token)?;
+                println!(
+                    "  The applicant agrees, in the consent authority's app, to share {} with {} \
+                     for {} (at most 5 times, within the hour). The authority signs consent {id} \
+                     ({} bytes, bound to {}'s certificate).",
+                    fields.join(", "),
+                    ask.consumer,
+                    ask.purpose,
+                    token.len(),
+                    ask.consumer,
+                );
+            }
+            Token::Revoke => {
+                let (id, exp) = isnad_consent::peek_id(&token)?;
+                let expires =
+                    std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(exp);
+                match super::consent::revoke(&running.dir, &id, Some(expires), None).await {
+                    Ok(_) => println!(
+                        "  The applicant withdraws consent {id}; the consent authority revokes it \
+                         at the gateway (Admin.RevokeConsent)."
+                    ),
+                    Err(status) => problems.push(format!(
+                        "step {}: the revocation failed: {}",
+                        step + 1,
+                        status.message()
+                    )),
+                }
+            }
+        }
         println!(
-            "  {} asks {} for {}: {}",
+            "  {} asks {} for {}: {}{}",
             ask.consumer,
             ask.dataset,
             ask.purpose,
-            ask.fields.join(", ")
+            ask.fields.join(", "),
+            if token.is_empty() {
+                ""
+            } else {
+                ", with the consent token"
+            }
         );
         let mut client: ExchangeClient<Channel> = connect(&running.dir, ask.consumer, None).await?;
         let request = AttributesRequest {
@@ -128,8 +216,8 @@ pub(crate) async fn run(federation: &Path) -> anyhow::Result<ExitCode> {
             dataset: ask.dataset.into(),
             fields: ask.fields.iter().map(|f| (*f).to_owned()).collect(),
             purpose: ask.purpose.into(),
+            consent_token: token.clone(),
             request_id: format!("demo-{}", step + 1),
-            ..Default::default()
         };
         match client.get_attributes(request).await {
             Ok(response) => {
@@ -148,11 +236,33 @@ pub(crate) async fn run(federation: &Path) -> anyhow::Result<ExitCode> {
                     ));
                 }
                 withheld += response.withheld.len();
-                if ask.refused {
+                if let Some(expected) = ask.refused {
                     problems.push(format!(
-                        "step {}: expected a refusal, got an answer",
+                        "step {}: expected a refusal ({expected}), got an answer",
                         step + 1
                     ));
+                }
+                if let Token::Grant(granted) = ask.consent {
+                    for field in ask.fields {
+                        let released = response.attributes.contains_key(*field);
+                        let scoped = response
+                            .withheld
+                            .iter()
+                            .any(|o| o.field == *field && o.reason == "consent_scope");
+                        if granted.contains(field) != released
+                            || (!granted.contains(field) && !scoped)
+                        {
+                            problems.push(format!(
+                                "step {}: {field} should be {} under the consent",
+                                step + 1,
+                                if granted.contains(field) {
+                                    "released"
+                                } else {
+                                    "withheld as consent_scope"
+                                }
+                            ));
+                        }
+                    }
                 }
                 let asked: HashSet<&str> = ask.fields.iter().copied().collect();
                 let mut seen = HashSet::new();
@@ -181,8 +291,12 @@ pub(crate) async fn run(federation: &Path) -> anyhow::Result<ExitCode> {
                 println!("  refused: {:?} {reason}", status.code());
                 println!("    {}", status.message());
                 refused += 1;
-                if !ask.refused {
-                    problems.push(format!("step {}: unexpected refusal {reason}", step + 1));
+                if ask.refused != Some(reason.as_str()) {
+                    problems.push(format!(
+                        "step {}: refused with {reason}, expected {}",
+                        step + 1,
+                        ask.refused.unwrap_or("an answer")
+                    ));
                 }
                 if reason.is_empty() {
                     problems.push(format!("step {}: the refusal has no reason code", step + 1));
@@ -196,9 +310,7 @@ pub(crate) async fn run(federation: &Path) -> anyhow::Result<ExitCode> {
         "Summary: {released} fields released ({transformed} of them masked, hashed, derived or \
          generalized by the policy), {withheld} withheld with a reason, {refused} requests refused."
     );
-    println!(
-        "Not yet in this demo: consent tokens (issue 4), the audit log and signed provenance (issue 5)."
-    );
+    println!("Not yet in this demo: the audit log and signed provenance (issue 5).");
     running.stop().await;
     std::fs::remove_dir_all(&dir).ok();
     if problems.is_empty() {

@@ -1,6 +1,7 @@
 //! The `isnad` command.
 
 mod certs;
+mod consent;
 mod demo;
 mod policy;
 mod query;
@@ -46,6 +47,9 @@ enum Command {
         /// The federation's policy store and records [default: deploy/local of this source tree].
         #[arg(long)]
         federation: Option<PathBuf>,
+        /// The gateway's shared state: `memory`, or a redis:// URL.
+        #[arg(long, default_value = "memory")]
+        shared_state: String,
     },
     /// Run a housing grant application through a temporary sample federation, step by step.
     Demo {
@@ -58,6 +62,9 @@ enum Command {
     /// Development PKI.
     #[command(subcommand)]
     Certs(certs::CertsCommand),
+    /// The development consent authority: issue and revoke consent tokens.
+    #[command(subcommand)]
+    Consent(consent::ConsentCommand),
     /// Policy store tools.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
@@ -66,7 +73,10 @@ enum Command {
 /// Runs the command line; the process exit code is its result.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let quiet = matches!(cli.command, Command::Demo { .. } | Command::Query(_));
+    let quiet = matches!(
+        cli.command,
+        Command::Demo { .. } | Command::Query(_) | Command::Consent(_)
+    );
     init_logging(if quiet { "warn" } else { "info" });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -117,9 +127,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             dir,
             listen,
             federation,
+            shared_state,
         } => {
             let federation = up::federation_dir(federation)?;
-            let running = up::start(&dir, &federation, listen).await?;
+            let running = up::start(&dir, &federation, listen, &shared_state).await?;
             running.print_summary();
             shutdown_signal().await;
             tracing::info!("shutting down");
@@ -131,6 +142,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Query(args) => return query::run(args).await,
         Command::Certs(command) => certs::run(command)?,
+        Command::Consent(command) => return consent::run(command).await,
         Command::Policy(command) => return policy::run(command),
     }
     Ok(ExitCode::SUCCESS)

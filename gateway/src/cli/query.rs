@@ -60,6 +60,16 @@ pub(crate) async fn connect(
     name: &str,
     gateway: Option<SocketAddr>,
 ) -> anyhow::Result<ExchangeClient<Channel>> {
+    Ok(ExchangeClient::new(channel(dir, name, gateway).await?))
+}
+
+/// A channel to the gateway of the local federation in `dir`, calling as `name`, for any of its
+/// services.
+pub(crate) async fn channel(
+    dir: &Path,
+    name: &str,
+    gateway: Option<SocketAddr>,
+) -> anyhow::Result<Channel> {
     let config =
         crate::config::GatewayConfig::from_file(&dir.join("gateway.yaml")).map_err(|e| {
             anyhow::anyhow!("{e:#}\n(is {} the directory of `isnad up`?)", dir.display())
@@ -80,12 +90,11 @@ pub(crate) async fn connect(
             trust_domain: federation,
         },
     )?;
-    let channel = isnad_tls::client::channel(
+    Ok(isnad_tls::client::channel(
         &format!("https://{addr}"),
         Arc::new(tls),
         ChannelSettings::default(),
-    )?;
-    Ok(ExchangeClient::new(channel))
+    )?)
 }
 
 pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {

@@ -11,7 +11,7 @@ use isnad_policy::{FieldType, PolicySet};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{GatewayConfig, Limits, TlsPaths};
+use crate::config::{ConsentConfig, GatewayConfig, Limits, TlsPaths};
 
 /// The gateway node's name in the local federation.
 pub(crate) const GATEWAY_NODE: &str = "gateway";
@@ -66,25 +66,11 @@ fn write_yaml<T: serde::Serialize>(path: &Path, header: &str, value: &T) -> anyh
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
 }
 
-/// `dir/hash.key`: the secret of the `hash` transform, made once (32 random bytes as hex, mode
-/// 0600) and kept, so hashes stay the same across runs.
-fn hash_key_file(dir: &Path) -> anyhow::Result<PathBuf> {
-    let path = dir.join("hash.key");
-    if !path.exists() {
-        let mut secret = [0u8; 32];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
-            .map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
-        let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options
-            .open(&path)
-            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
-        std::io::Write::write_all(&mut file, format!("{hex}\n").as_bytes())?;
-        file.sync_all()?;
-    }
+/// `dir/<name>`: a secret made once (32 random bytes as hex, mode 0600) and kept, so hashes
+/// and pseudonyms stay the same across runs.
+fn secret_file(dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    let path = dir.join(name);
+    crate::secrets::ensure_hex_key(&path)?;
     Ok(path)
 }
 
@@ -93,6 +79,7 @@ pub(crate) async fn start(
     dir: &Path,
     federation: &Path,
     listen: SocketAddr,
+    shared_state: &str,
 ) -> anyhow::Result<Running> {
     std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
     let dir = absolute(dir)?;
@@ -166,6 +153,7 @@ pub(crate) async fn start(
         providers.insert(agency.to_owned(), addr);
     }
 
+    let authority = super::consent::DevAuthority::load_or_create(&dir)?;
     let listener = super::bind(listen).await?;
     let gateway_addr = listener.local_addr()?;
     let config = GatewayConfig {
@@ -174,7 +162,21 @@ pub(crate) async fn start(
         policy: federation_dir.clone(),
         policy_signing_key: None,
         policy_poll_ms: 1000,
-        hash_key: Some(hash_key_file(&dir)?),
+        hash_key: Some(secret_file(&dir, "hash.key")?),
+        pseudonym_key: Some(secret_file(&dir, "pseudonym.key")?),
+        consent: Some(ConsentConfig {
+            jwks: authority.jwks.clone(),
+            issuers: vec![super::consent::dev_issuer(&trust_domain)],
+            authorities: vec![format!(
+                "spiffe://{trust_domain}/admin/{}",
+                super::consent::AUTHORITY_NAME
+            )],
+            leeway_s: 30,
+            max_lifetime_days: 366,
+            max_token_bytes: 8 * 1024,
+        }),
+        shared_state: shared_state.to_owned(),
+        replay_window_s: 600,
         tls: tls_of(GATEWAY_NODE),
         upstreams: providers
             .iter()

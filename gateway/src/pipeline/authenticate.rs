@@ -12,6 +12,10 @@ use super::{Denial, Step};
 pub struct Principal {
     /// The consumer agency.
     pub agency: AgencyId,
+    /// Its SPIFFE ID, as its certificate names it.
+    pub spiffe_id: String,
+    /// SHA-256 of its certificate (DER), for consent tokens bound to it.
+    pub cert_sha256: Option<[u8; 32]>,
 }
 
 pub(crate) fn principal(
@@ -50,5 +54,7 @@ pub(crate) fn principal(
     })?;
     Ok(Principal {
         agency: agency.id.clone(),
+        spiffe_id: id.as_str().to_owned(),
+        cert_sha256: peer.cert_sha256,
     })
 }

@@ -1,9 +1,33 @@
-//! Step 4: consent. A field released by a rule that requires the citizen's consent needs a valid
-//! consent token in the request. Verifying tokens arrives with issue 4 (consent tokens,
-//! revocation, use limits); until then no token is accepted, so every such field is withheld
-//! with reason `consent_required` (fail closed), and nothing else changes.
+//! Step 4: consent and frequency limits.
+//!
+//! A field released by a rule that requires the citizen's consent is released only under a
+//! valid consent token that covers it:
+//!
+//! - no token: the field is withheld (`consent_required`), the rest of the request goes on;
+//! - a token that does not verify (signature, type, time, issuer, audience, agency, subject,
+//!   purpose, certificate binding, dataset): the whole request is refused with the token's
+//!   reason code; a token is only verified when some field needs it;
+//! - a valid token that does not name the field: the field is withheld (`consent_scope`).
+//!
+//! Then, in one atomic call to the shared state: the consumer's request id must be new (when
+//! it chose one), the consent must not be revoked or used up, and each released rule's
+//! frequency limit must have room. Only a request that uses a consent or a limit calls the
+//! state, so requests under statute rules keep working while the state is unreachable, and the
+//! others fail closed (UNAVAILABLE, `state_unavailable`). A use or a count is recorded when the
+//! gateway commits to fetching, even if the provider then fails.
 
+use std::time::{Duration, SystemTime};
+
+use isnad_consent::{ConsentError, Verifier};
 use isnad_policy::{FieldDecision, Rule, Transform};
+use isnad_state::{
+    Admission, ConsentState, ConsentUse, RateLimit, Refusal, RequestGuard, SharedState, StateError,
+    Verdict as StateVerdict,
+};
+use tonic::Code;
+
+use super::{Admitted, Denial, Principal, Step};
+use crate::secrets::PseudonymKey;
 
 /// The outcome for one field after consent: released (in some form) or withheld.
 #[derive(Debug, Clone, Copy)]
@@ -24,14 +48,67 @@ impl Verdict<'_> {
     }
 }
 
-/// The verdict for every field, in request order.
-pub(crate) fn check<'p>(decisions: &[FieldDecision<'p>]) -> Vec<Verdict<'p>> {
-    decisions
+/// What the step needs from the gateway.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Context<'a> {
+    /// The consent verifier, when the gateway verifies consent.
+    pub(crate) verifier: Option<&'a Verifier>,
+    /// Revocations, uses, windows and request ids.
+    pub(crate) state: &'a SharedState,
+    /// For frequency limits, which count per subject pseudonym.
+    pub(crate) pseudonyms: Option<&'a PseudonymKey>,
+    /// How long a request id is remembered.
+    pub(crate) replay_window: Duration,
+}
+
+pub(crate) async fn check<'p>(
+    context: Context<'_>,
+    principal: &Principal,
+    admitted: &Admitted,
+    decisions: &[FieldDecision<'p>],
+    now: SystemTime,
+) -> Result<Vec<Verdict<'p>>, Denial> {
+    let request = &admitted.request;
+    let needs_consent = decisions.iter().any(
+        |decision| matches!(decision, FieldDecision::Release { rule, .. } if rule.consent_required),
+    );
+    let consent = match (
+        needs_consent,
+        request.consent_token.as_str(),
+        context.verifier,
+    ) {
+        (true, token, Some(verifier)) if !token.is_empty() => {
+            let presented = isnad_consent::Request {
+                caller: &principal.spiffe_id,
+                subject: &request.subject,
+                purpose: &request.purpose,
+                dataset: &request.dataset,
+                client_cert_sha256: principal.cert_sha256,
+            };
+            Some(
+                verifier
+                    .verify(token, &presented, now)
+                    .map_err(token_denial)?,
+            )
+        }
+        _ => None,
+    };
+
+    let verdicts: Vec<Verdict<'p>> = request
+        .fields
         .iter()
-        .map(|decision| match *decision {
-            FieldDecision::Release { rule, .. } if rule.consent_required => Verdict::Withhold {
-                reason: "consent_required",
-                rule: Some(rule),
+        .zip(decisions)
+        .map(|(field, decision)| match *decision {
+            FieldDecision::Release { rule, transform } if rule.consent_required => match &consent {
+                None => Verdict::Withhold {
+                    reason: "consent_required",
+                    rule: Some(rule),
+                },
+                Some(consent) if !consent.covers(field) => Verdict::Withhold {
+                    reason: "consent_scope",
+                    rule: Some(rule),
+                },
+                Some(_) => Verdict::Release { rule, transform },
             },
             FieldDecision::Release { rule, transform } => Verdict::Release { rule, transform },
             FieldDecision::Withhold { reason, rule } => Verdict::Withhold {
@@ -39,5 +116,120 @@ pub(crate) fn check<'p>(decisions: &[FieldDecision<'p>]) -> Vec<Verdict<'p>> {
                 rule,
             },
         })
-        .collect()
+        .collect();
+
+    let consent_used = verdicts
+        .iter()
+        .any(|verdict| matches!(verdict, Verdict::Release { rule, .. } if rule.consent_required));
+    let consent = consent.filter(|_| consent_used);
+
+    // Each rule that releases a field and has a limit counts this request once.
+    let mut limited: Vec<&Rule> = Vec::new();
+    for verdict in &verdicts {
+        if let Verdict::Release { rule, .. } = verdict
+            && rule.limit.is_some()
+            && !limited.iter().any(|seen| seen.id == rule.id)
+        {
+            limited.push(rule);
+        }
+    }
+    if consent.is_none() && limited.is_empty() {
+        return Ok(verdicts);
+    }
+    let pseudonym = match (limited.is_empty(), context.pseudonyms) {
+        (true, _) => String::new(),
+        (false, Some(key)) => key.hex(&request.subject),
+        (false, None) => {
+            return Err(Denial::new(
+                Step::Consent,
+                Code::FailedPrecondition,
+                "policy_unusable",
+                "a rule has a frequency limit, but this gateway has no pseudonym_key",
+            ));
+        }
+    };
+    let rates: Vec<RateLimit<'_>> = limited
+        .iter()
+        .filter_map(|rule| {
+            let limit = rule.limit?;
+            Some(RateLimit {
+                rule: rule.id.as_str(),
+                consumer: principal.agency.as_str(),
+                subject: &pseudonym,
+                dataset: &request.dataset,
+                limit: limit.requests,
+                window: Duration::from_secs(limit.per.seconds()),
+            })
+        })
+        .collect();
+    let admission = Admission {
+        now,
+        request: (!request.request_id.is_empty()).then(|| RequestGuard {
+            consumer: principal.agency.as_str(),
+            request_id: &request.request_id,
+            ttl: context.replay_window,
+        }),
+        consent: consent.as_ref().map(|consent| ConsentUse {
+            id: &consent.id,
+            expires_at: consent.expires_at,
+            max_uses: consent.max_uses,
+        }),
+        rates: &rates,
+    };
+    match context.state.admit(&admission).await {
+        Ok(StateVerdict::Admitted { .. }) => Ok(verdicts),
+        Ok(StateVerdict::Refused(refusal)) => Err(refusal_denial(refusal)),
+        Err(error) => Err(state_denial(&error)),
+    }
+}
+
+/// A token that does not verify refuses the request: its code says why.
+fn token_denial(error: ConsentError) -> Denial {
+    let code = match error {
+        ConsentError::TooLarge(_) | ConsentError::Malformed(_) | ConsentError::Claims(_) => {
+            Code::InvalidArgument
+        }
+        _ => Code::PermissionDenied,
+    };
+    Denial::new(Step::Consent, code, error.code(), error.to_string())
+}
+
+fn refusal_denial(refusal: Refusal) -> Denial {
+    let (code, message) = match refusal {
+        Refusal::Replayed => (
+            Code::AlreadyExists,
+            "this request id was already used by this agency; send a new one".to_owned(),
+        ),
+        Refusal::Revoked => (
+            Code::PermissionDenied,
+            "the citizen revoked this consent".to_owned(),
+        ),
+        Refusal::UsesExhausted => (
+            Code::PermissionDenied,
+            "this consent has been used as many times as it allows".to_owned(),
+        ),
+        Refusal::RateLimited { retry_after } => (
+            Code::ResourceExhausted,
+            format!(
+                "the rule's frequency limit for this subject is reached; the next window starts \
+                 in {} s",
+                retry_after.as_secs().max(1)
+            ),
+        ),
+    };
+    Denial::new(Step::Consent, code, refusal.code(), message)
+}
+
+fn state_denial(error: &StateError) -> Denial {
+    tracing::error!(%error, "shared state refused or failed; consent and limits fail closed");
+    let code = match error {
+        StateError::Unavailable { .. } | StateError::Full { .. } => Code::Unavailable,
+        StateError::Invalid(_) => Code::Internal,
+    };
+    Denial::new(
+        Step::Consent,
+        code,
+        error.code(),
+        "the gateway cannot check consent or limits right now; nothing was released",
+    )
 }

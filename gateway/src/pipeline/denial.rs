@@ -14,6 +14,8 @@ pub enum Step {
     Admit,
     /// 3: the policy.
     Authorize,
+    /// 4: the consent token, revocations, use counts and frequency limits.
+    Consent,
     /// 6: the provider.
     Fetch,
 }
@@ -24,6 +26,7 @@ impl fmt::Display for Step {
             Step::Authenticate => "authenticate",
             Step::Admit => "admit",
             Step::Authorize => "authorize",
+            Step::Consent => "consent",
             Step::Fetch => "fetch",
         })
     }

@@ -4,7 +4,7 @@
 //! 1 authenticate  peer certificate -> SPIFFE ID -> consumer agency           authenticate.rs
 //! 2 admit         size, shape and deadline of the request                    admit.rs
 //! 3 authorize     per-field decisions from the policy set                    authorize.rs
-//! 4 consent       consent token, revocation, use limits (issue 4: withheld)  consent.rs
+//! 4 consent       consent token, revocation, use and frequency limits        consent.rs
 //! 5 minimize      ask the provider only for fields a decision releases       minimize.rs
 //! 6 fetch         pooled mTLS channel to the provider, within the deadline   fetch.rs
 //! 7 filter        re-apply the decisions to the reply: drop extras, types,   filter.rs
@@ -27,6 +27,7 @@ mod minimize;
 mod transform;
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use isnad_policy::FieldDecision;
 use isnad_proto::v1::{AttributesRequest, AttributesResponse, FetchRequest, Provenance};
@@ -39,7 +40,9 @@ pub use fetch::Upstreams;
 pub use transform::HashKey;
 
 use crate::config::Limits;
+use crate::consent_keys::ConsentKeys;
 use crate::policy_store::PolicyStore;
+use crate::secrets::PseudonymKey;
 
 /// Everything a request needs, shared by all requests.
 #[derive(Debug)]
@@ -51,6 +54,14 @@ pub struct Pipeline {
     pub limits: Limits,
     /// The secret `hash` transforms derive each consumer's key from.
     pub hash_key: Option<HashKey>,
+    /// The consent authorities' keys, when the gateway verifies consent.
+    pub consent: Option<Arc<ConsentKeys>>,
+    /// Revocations, consent uses, frequency windows and request ids.
+    pub state: Arc<isnad_state::SharedState>,
+    /// The key of subjects' pseudonyms.
+    pub pseudonyms: Option<PseudonymKey>,
+    /// How long a consumer's request id is remembered.
+    pub replay_window: Duration,
 }
 
 impl Pipeline {
@@ -73,8 +84,21 @@ impl Pipeline {
         if let Some(shadow) = &decision.shadow {
             report_shadow(&admitted, &principal, &decision.fields, shadow);
         }
-        // 4 consent: fields whose rule needs the citizen's consent.
-        let verdicts = consent::check(&decision.fields);
+        // 4 consent: a valid token for fields that need one; revocation, uses and limits.
+        let verifier = self.consent.as_ref().map(|keys| keys.verifier());
+        let verdicts = consent::check(
+            consent::Context {
+                verifier: verifier.as_deref(),
+                state: &self.state,
+                pseudonyms: self.pseudonyms.as_ref(),
+                replay_window: self.replay_window,
+            },
+            &principal,
+            &admitted,
+            &decision.fields,
+            SystemTime::now(),
+        )
+        .await?;
         // 5 minimize: only fields some verdict releases leave the gateway.
         let fields = &admitted.request.fields;
         let wanted = minimize::fields_to_fetch(fields, &verdicts);

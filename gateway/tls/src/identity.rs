@@ -136,6 +136,9 @@ pub struct PeerInfo {
     pub identity: Result<SpiffeId, IdentityError>,
     /// The peer's address.
     pub remote: Option<SocketAddr>,
+    /// SHA-256 of the peer's leaf certificate (DER): what a consent token bound to a
+    /// certificate (`cnf.x5t#S256`, RFC 8705) must name.
+    pub cert_sha256: Option<[u8; 32]>,
 }
 
 impl PeerInfo {
@@ -144,11 +147,22 @@ impl PeerInfo {
         chain: Option<&[CertificateDer<'static>]>,
         remote: Option<SocketAddr>,
     ) -> Self {
-        let identity = match chain.and_then(|chain| chain.first()) {
+        let leaf = chain.and_then(|chain| chain.first());
+        let identity = match leaf {
             Some(leaf) => SpiffeId::from_certificate(leaf),
             None => Err(IdentityError::NoCertificate),
         };
-        PeerInfo { identity, remote }
+        let cert_sha256 = leaf.and_then(|leaf| {
+            ring::digest::digest(&ring::digest::SHA256, leaf.as_ref())
+                .as_ref()
+                .try_into()
+                .ok()
+        });
+        PeerInfo {
+            identity,
+            remote,
+            cert_sha256,
+        }
     }
 }
 

@@ -742,6 +742,25 @@ pub mod provider_server {
         const NAME: &'static str = SERVICE_NAME;
     }
 }
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RevokeConsentRequest {
+    /// The consent id: the token's `jti`.
+    #[prost(string, tag = "1")]
+    pub consent_id: ::prost::alloc::string::String,
+    /// The token's `exp`: the revocation is kept until then (after it the token is refused as
+    /// expired anyway). When unset, it is kept for the longest consent lifetime the gateway
+    /// accepts.
+    #[prost(message, optional, tag = "2")]
+    pub expires_at: ::core::option::Option<::prost_types::Timestamp>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RevokeConsentResponse {
+    #[prost(string, tag = "1")]
+    pub consent_id: ::prost::alloc::string::String,
+    /// Until when the revocation is kept.
+    #[prost(message, optional, tag = "2")]
+    pub revoked_until: ::core::option::Option<::prost_types::Timestamp>,
+}
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ReloadPolicyRequest {}
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -786,7 +805,8 @@ pub mod admin_client {
     use tonic::codegen::*;
     use tonic::codegen::http::Uri;
     /// Operations for the federation's security team (admin identities,
-    /// spiffe://<federation>/admin/<name>). Every other caller gets PERMISSION_DENIED.
+    /// spiffe://<federation>/admin/<name>) and its consent authorities. Every other caller gets
+    /// PERMISSION_DENIED.
     #[derive(Debug, Clone)]
     pub struct AdminClient<T> {
         inner: tonic::client::Grpc<T>,
@@ -920,6 +940,35 @@ pub mod admin_client {
                 .insert(GrpcMethod::new("isnad.v1.Admin", "PolicyStatus"));
             self.inner.unary(req, path, codec).await
         }
+        /// Revokes a consent: from the next request on, on every gateway node sharing this node's
+        /// state, a token with this consent id (`jti`) releases nothing (PERMISSION_DENIED, reason
+        /// "consent_revoked"). Only the consent authorities the gateway is configured with may call it
+        /// (otherwise PERMISSION_DENIED, "not_consent_authority"). Revoking twice is revoking once.
+        /// When the shared state cannot be reached: UNAVAILABLE, "state_unavailable" (not revoked).
+        pub async fn revoke_consent(
+            &mut self,
+            request: impl tonic::IntoRequest<super::RevokeConsentRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RevokeConsentResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/isnad.v1.Admin/RevokeConsent",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("isnad.v1.Admin", "RevokeConsent"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -954,9 +1003,22 @@ pub mod admin_server {
             tonic::Response<super::PolicyStatusResponse>,
             tonic::Status,
         >;
+        /// Revokes a consent: from the next request on, on every gateway node sharing this node's
+        /// state, a token with this consent id (`jti`) releases nothing (PERMISSION_DENIED, reason
+        /// "consent_revoked"). Only the consent authorities the gateway is configured with may call it
+        /// (otherwise PERMISSION_DENIED, "not_consent_authority"). Revoking twice is revoking once.
+        /// When the shared state cannot be reached: UNAVAILABLE, "state_unavailable" (not revoked).
+        async fn revoke_consent(
+            &self,
+            request: tonic::Request<super::RevokeConsentRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RevokeConsentResponse>,
+            tonic::Status,
+        >;
     }
     /// Operations for the federation's security team (admin identities,
-    /// spiffe://<federation>/admin/<name>). Every other caller gets PERMISSION_DENIED.
+    /// spiffe://<federation>/admin/<name>) and its consent authorities. Every other caller gets
+    /// PERMISSION_DENIED.
     #[derive(Debug)]
     pub struct AdminServer<T> {
         inner: Arc<T>,
@@ -1108,6 +1170,51 @@ pub mod admin_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = PolicyStatusSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/isnad.v1.Admin/RevokeConsent" => {
+                    #[allow(non_camel_case_types)]
+                    struct RevokeConsentSvc<T: Admin>(pub Arc<T>);
+                    impl<
+                        T: Admin,
+                    > tonic::server::UnaryService<super::RevokeConsentRequest>
+                    for RevokeConsentSvc<T> {
+                        type Response = super::RevokeConsentResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::RevokeConsentRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Admin>::revoke_consent(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RevokeConsentSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
