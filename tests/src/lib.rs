@@ -20,6 +20,7 @@ use isnad_tls::policy::ExpectedPeer;
 use isnad_tls::{TlsFiles, TlsMaterial};
 use tonic::transport::Channel;
 
+pub mod consent;
 pub mod providers;
 
 /// The sample federation's trust domain.
