@@ -72,11 +72,16 @@ datasets:
               email: string }
 YAML
 od -An -tx1 -N32 /dev/urandom | tr -d ' \n' > "$W/hash.key"
+od -An -tx1 -N32 /dev/urandom | tr -d ' \n' > "$W/pseudonym.key"
+# The sample policy has a consent rule; these scenarios send no tokens (bench/consent.sh does).
+"$ISNAD" consent keygen --dir "$W" >/dev/null
 cat > "$W/gateway.yaml" <<YAML
 node: gateway
 listen: 127.0.0.1:$P_GATEWAY
 policy: $ROOT/deploy/local
 hash_key: hash.key
+pseudonym_key: pseudonym.key
+consent: { jwks: consent/jwks.json, issuers: ["https://consent.isnad.example"] }
 tls: { ca: pki/ca.pem, cert: pki/gateway.pem, key: pki/gateway.key }
 upstreams: { identity-authority: "https://127.0.0.1:$P_PROVIDER" }
 YAML

@@ -74,6 +74,14 @@ pub(crate) struct LoadArgs {
     /// Server processes whose CPU time to measure, as NAME=PID[,PID...].
     #[arg(long = "process")]
     processes: Vec<String>,
+    /// Send a consent token with every request, one per subject, signed with this consent
+    /// authority key (Ed25519 PKCS#8 DER, as `isnad up` writes `DIR/consent/authority.pk8`)
+    /// for the `--fields` of `--dataset`, issued by `https://consent.<federation>`.
+    #[arg(long)]
+    consent_key: Option<PathBuf>,
+    /// The key id of `--consent-key` in the gateway's JWKS.
+    #[arg(long, default_value = "dev-consent-1")]
+    consent_kid: String,
 }
 
 #[derive(Debug, Serialize, serde::Deserialize)]
@@ -83,6 +91,10 @@ pub(crate) struct LoadResult {
     pub(crate) seconds: f64,
     pub(crate) requests: u64,
     pub(crate) errors: u64,
+    /// Every call made, warm-up and the first check per connection included: what the server
+    /// saw, for counting its work per request (e.g. Redis commands).
+    #[serde(default)]
+    pub(crate) calls: u64,
     pub(crate) throughput: f64,
     pub(crate) p50_us: u64,
     pub(crate) p99_us: u64,
@@ -100,6 +112,8 @@ enum Target {
 
 struct Plan {
     subjects: Vec<String>,
+    /// One consent token per subject, or none.
+    tokens: Vec<String>,
     dataset: String,
     purpose: String,
     fields: Vec<String>,
@@ -107,7 +121,8 @@ struct Plan {
 
 impl Target {
     async fn call(&mut self, plan: &Plan, n: usize) -> bool {
-        let subject = plan.subjects[n % plan.subjects.len()].clone();
+        let index = n % plan.subjects.len();
+        let subject = plan.subjects[index].clone();
         match self {
             Target::Exchange(client) => client
                 .get_attributes(AttributesRequest {
@@ -115,6 +130,7 @@ impl Target {
                     dataset: plan.dataset.clone(),
                     fields: plan.fields.clone(),
                     purpose: plan.purpose.clone(),
+                    consent_token: plan.tokens.get(index).cloned().unwrap_or_default(),
                     ..Default::default()
                 })
                 .await
@@ -142,6 +158,44 @@ fn subjects(path: &PathBuf) -> anyhow::Result<Vec<String>> {
         .collect();
     anyhow::ensure!(!subjects.is_empty(), "no subjects in {}", path.display());
     Ok(subjects)
+}
+
+/// A consent token for each subject, valid for an hour, for the requested fields.
+fn consent_tokens(
+    args: &LoadArgs,
+    key: &std::path::Path,
+    subjects: &[String],
+) -> anyhow::Result<Vec<String>> {
+    let pkcs8 =
+        std::fs::read(key).map_err(|e| anyhow::anyhow!("consent key {}: {e}", key.display()))?;
+    let key = isnad_consent::SigningKey::from_pkcs8(
+        &args.consent_kid,
+        isnad_consent::SigningAlgorithm::EdDSA,
+        &pkcs8,
+    )?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    subjects
+        .iter()
+        .map(|subject| {
+            let grant = isnad_consent::ConsentGrant {
+                id: isnad_consent::new_consent_id()?,
+                issuer: format!("https://consent.{}", args.federation),
+                audience: args.federation.clone(),
+                subject: subject.clone(),
+                consumer: format!("spiffe://{}/agency/{}", args.federation, args.as_name),
+                purpose: args.purpose.clone(),
+                dataset: args.dataset.clone(),
+                fields: args.fields.clone(),
+                issued_at: now - 60,
+                expires_at: now + 3600,
+                max_uses: None,
+                cert_sha256: None,
+            };
+            Ok(key.issue(&grant.claims())?)
+        })
+        .collect()
 }
 
 /// Process CPU time (user + system) in clock ticks, from `/proc/<pid>/stat`.
@@ -204,8 +258,14 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<LoadResult> {
             })
         })
         .collect::<anyhow::Result<_>>()?;
+    let subjects = subjects(&args.subjects)?;
+    let tokens = match &args.consent_key {
+        Some(key) => consent_tokens(&args, key, &subjects)?,
+        None => Vec::new(),
+    };
     let plan = Arc::new(Plan {
-        subjects: subjects(&args.subjects)?,
+        subjects,
+        tokens,
         dataset: args.dataset.clone(),
         purpose: args.purpose.clone(),
         fields: args.fields.clone(),
@@ -252,7 +312,7 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<LoadResult> {
                     let plan = plan.clone();
                     workers.push(tokio::spawn(async move {
                         let mut histogram = new_histogram();
-                        let (mut ok, mut errors) = (0u64, 0u64);
+                        let (mut ok, mut errors, mut calls) = (0u64, 0u64, 0u64);
                         let mut n = c * 7919 + k * 104_729;
                         loop {
                             let sent = Instant::now();
@@ -261,12 +321,13 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<LoadResult> {
                             }
                             let good = target.call(&plan, n).await;
                             n += 1;
+                            calls += 1;
                             if sent >= measure_from {
                                 record(&mut histogram, sent.elapsed());
                                 if good { ok += 1 } else { errors += 1 }
                             }
                         }
-                        (histogram, ok, errors)
+                        (histogram, ok, errors, calls)
                     }));
                 }
             }
@@ -302,10 +363,11 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<LoadResult> {
                         });
                         n += 1;
                     }
+                    n as u64
                 })
             };
             workers.push(tokio::spawn(async move {
-                let _ = pacer.await;
+                let calls = pacer.await.unwrap_or(0);
                 let mut rx = rx;
                 let mut histogram = new_histogram();
                 let (mut ok, mut errors) = (0u64, 0u64);
@@ -313,7 +375,7 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<LoadResult> {
                     record(&mut histogram, latency);
                     if good { ok += 1 } else { errors += 1 }
                 }
-                (histogram, ok, errors)
+                (histogram, ok, errors, calls)
             }));
         }
     }
@@ -321,9 +383,12 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<LoadResult> {
     let before = sampler.await??;
     let mut histogram = new_histogram();
     let (mut ok, mut errors) = (0u64, 0u64);
+    // The check call made on each connection before measuring.
+    let mut calls = targets.len() as u64;
     let mut after = None;
     for worker in workers {
-        let (h, o, e) = worker.await?;
+        let (h, o, e, c) = worker.await?;
+        calls += c;
         if after.is_none() {
             // The first worker ends right at `end`: sample CPU before stragglers add to it.
             after = Some(
@@ -354,6 +419,7 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<LoadResult> {
         seconds,
         requests: ok,
         errors,
+        calls,
         throughput: ok as f64 / seconds,
         p50_us: histogram.value_at_quantile(0.50),
         p99_us: histogram.value_at_quantile(0.99),

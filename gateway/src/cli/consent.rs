@@ -163,6 +163,13 @@ pub(crate) async fn revoke(
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum ConsentCommand {
+    /// Make a development consent authority key in DIR/consent (kept if it exists) and write
+    /// its JWKS beside it, for gateways to trust (`consent.jwks`).
+    Keygen {
+        /// The directory (`isnad up` uses its own).
+        #[arg(long)]
+        dir: PathBuf,
+    },
     /// Sign a consent token with the development consent authority of a local federation, as if
     /// the citizen had agreed; prints the token.
     Issue {
@@ -214,6 +221,15 @@ pub(crate) enum ConsentCommand {
 
 pub(crate) async fn run(command: ConsentCommand) -> anyhow::Result<ExitCode> {
     match command {
+        ConsentCommand::Keygen { dir } => {
+            let authority = DevAuthority::load_or_create(&dir)?;
+            println!(
+                "consent authority key {} (kid {KEY_ID}); JWKS {}",
+                dir.join("consent/authority.pk8").display(),
+                authority.jwks.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         ConsentCommand::Issue {
             dir,
             consumer,
