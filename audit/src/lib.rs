@@ -4,10 +4,12 @@
 //! Pure library: no async, no network. Threads and files only.
 //!
 //! - [`record`]: the audit record and its versioned, deterministic encoding;
-//! - [`merkle`]: tree hashing, the frontier, inclusion and consistency proofs.
+//! - [`merkle`]: tree hashing, the frontier, inclusion and consistency proofs;
+//! - [`segment`]: segment files and their framing, and a streaming reader.
 
 pub mod merkle;
 pub mod record;
+pub mod segment;
 
 pub use merkle::{
     Frontier, MemoryTree, NodeSource, ProofError, consistency_proof, empty_root, inclusion_proof,
