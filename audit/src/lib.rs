@@ -5,8 +5,10 @@
 //!
 //! - [`record`]: the audit record and its versioned, deterministic encoding;
 //! - [`merkle`]: tree hashing, the frontier, inclusion and consistency proofs;
-//! - [`segment`]: segment files and their framing, and a streaming reader.
+//! - [`segment`]: segment files and their framing, and a streaming reader;
+//! - [`checkpoint`]: C2SP signed checkpoints.
 
+pub mod checkpoint;
 pub mod merkle;
 pub mod record;
 pub mod segment;
