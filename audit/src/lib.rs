@@ -6,12 +6,30 @@
 //! - [`record`]: the audit record and its versioned, deterministic encoding;
 //! - [`merkle`]: tree hashing, the frontier, inclusion and consistency proofs;
 //! - [`segment`]: segment files and their framing, and a streaming reader;
-//! - [`checkpoint`]: C2SP signed checkpoints.
+//! - [`AuditLog`]: the writer (group commit), recovery on open, reads and proofs;
+//! - [`checkpoint`]: C2SP signed checkpoints;
+//! - [`index`]: the derived query index.
+//!
+//! `audit/README.md` describes the files byte by byte.
 
 pub mod checkpoint;
+pub mod error;
+mod hashes;
+pub mod index;
+mod log;
 pub mod merkle;
 pub mod record;
 pub mod segment;
+pub mod verify;
+
+pub use checkpoint::{Checkpoint, CheckpointSigner, VerifierKey};
+pub use error::{AppendError, FatalError, OpenError, ReadError};
+pub use index::Query;
+pub use log::{
+    Appended, AuditLog, CHECKPOINT_FILE, CHECKPOINTS_DIR, FatalHook, KEY_FILE, OFFSETS_FILE,
+    Options, Recovery, Repair, TORN_DIR, TornTail,
+};
+pub use verify::{Export, ExportedRecord, Report, VerifyError, load_key, verify_dir};
 
 pub use merkle::{
     Frontier, MemoryTree, NodeSource, ProofError, consistency_proof, empty_root, inclusion_proof,
