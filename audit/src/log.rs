@@ -301,7 +301,38 @@ impl AuditLog {
             .open(&offsets_path)
             .map_err(|e| OpenError::io(&offsets_path, &e))?;
 
+        // The last signed checkpoint, read before anything is repaired.
+        let cp_path = dir.join(CHECKPOINT_FILE);
+        let signed = if cp_path.exists() {
+            let key = key.as_ref().ok_or_else(|| OpenError::NoKey {
+                file: cp_path.clone(),
+            })?;
+            let note =
+                std::fs::read_to_string(&cp_path).map_err(|e| OpenError::io(&cp_path, &e))?;
+            Some(
+                Checkpoint::verify(&note, key).map_err(|source| OpenError::Checkpoint {
+                    file: cp_path.clone(),
+                    source,
+                })?,
+            )
+        } else {
+            None
+        };
+
         let scan = scan_segments(&dir, &offsets)?;
+        let size = scan.size;
+        if let Some(cp) = &signed
+            && cp.size > size
+        {
+            return Err(OpenError::ShorterThanCheckpoint {
+                log: size,
+                checkpoint: cp.size,
+            });
+        }
+        let torn = match scan.torn {
+            Some(plan) => Some(plan.apply(&dir)?),
+            None => None,
+        };
         let mut segments = scan.segments;
         if segments.is_empty() {
             let (file, _) = create_segment(&dir, LeafIndex(0))
@@ -312,31 +343,13 @@ impl AuditLog {
                 file: Arc::new(file),
             });
         }
-        let size = scan.size;
 
         let hashes = HashStore::open(&dir).map_err(|e| OpenError::io(dir.join("hashes"), &e))?;
         let mut hash_repair = recover_hashes(&dir, &hashes, &segments, &offsets, size, false)?;
         let frontier = Frontier::from_source(&hashes, size).map_err(|e| read_to_open(&dir, e))?;
 
         // The tree must agree with the last signed checkpoint.
-        let mut checkpoint = None;
-        let cp_path = dir.join(CHECKPOINT_FILE);
-        if cp_path.exists() {
-            let key = key.as_ref().ok_or_else(|| OpenError::NoKey {
-                file: cp_path.clone(),
-            })?;
-            let note =
-                std::fs::read_to_string(&cp_path).map_err(|e| OpenError::io(&cp_path, &e))?;
-            let cp = Checkpoint::verify(&note, key).map_err(|source| OpenError::Checkpoint {
-                file: cp_path.clone(),
-                source,
-            })?;
-            if cp.size > size {
-                return Err(OpenError::ShorterThanCheckpoint {
-                    log: size,
-                    checkpoint: cp.size,
-                });
-            }
+        if let Some(cp) = &signed {
             let mut root = tree_root(&hashes, cp.size).map_err(|e| read_to_open(&dir, e))?;
             if root != cp.root && hash_repair != Repair::Rebuilt {
                 // The hash files may be what is wrong: rebuild them from the records and look
@@ -347,8 +360,8 @@ impl AuditLog {
             if root != cp.root {
                 return Err(OpenError::CheckpointMismatch { size: cp.size });
             }
-            checkpoint = Some(cp);
         }
+        let checkpoint = signed;
         let frontier = if hash_repair == Repair::Rebuilt {
             Frontier::from_source(&hashes, size).map_err(|e| read_to_open(&dir, e))?
         } else {
@@ -393,7 +406,7 @@ impl AuditLog {
         let recovery = Recovery {
             size,
             segments: segments.len(),
-            torn: scan.torn,
+            torn,
             hashes: hash_repair,
             offsets: scan.offsets,
             checkpoint: checkpoint.as_ref().map(|c| c.size),
@@ -996,8 +1009,44 @@ impl Writer {
 struct Scan {
     size: TreeSize,
     segments: Vec<SegmentEntry>,
-    torn: Option<TornTail>,
+    torn: Option<TornPlan>,
     offsets: Repair,
+}
+
+/// A torn tail found by the scan, to be set aside.
+struct TornPlan {
+    name: String,
+    path: PathBuf,
+    offset: u64,
+    rest: Vec<u8>,
+    code: &'static str,
+}
+
+impl TornPlan {
+    /// Copies the torn bytes to `torn/`, then cuts the segment (or removes it, when its header
+    /// was torn).
+    fn apply(self, dir: &Path) -> Result<TornTail, OpenError> {
+        let file = OpenOptions::new()
+            .write(true)
+            .open(&self.path)
+            .map_err(|e| OpenError::io(&self.path, &e))?;
+        let tail = set_aside(
+            dir,
+            &self.name,
+            &file,
+            &self.path,
+            self.offset,
+            &self.rest,
+            self.code,
+        )?;
+        if self.offset == 0 {
+            drop(file);
+            std::fs::remove_file(&self.path).map_err(|e| OpenError::io(&self.path, &e))?;
+            let seg_dir = dir.join(SEGMENTS_DIR);
+            sync_dir(&seg_dir).map_err(|e| OpenError::io(&seg_dir, &e))?;
+        }
+        Ok(tail)
+    }
 }
 
 /// Checks the offsets file against the frames as they are read, and rewrites it from the
@@ -1114,7 +1163,6 @@ fn valid_frame_after(bytes: &[u8], after: LeafIndex) -> bool {
 /// Reads every segment: names, headers, frames, CRCs and index order. A torn tail of the last
 /// segment is copied to `torn/` and cut off; any other damage refuses.
 fn scan_segments(dir: &Path, offsets: &File) -> Result<Scan, OpenError> {
-    let seg_dir = dir.join(SEGMENTS_DIR);
     let list = list_segments(dir)?;
     let offsets_path = dir.join(OFFSETS_FILE);
     let mut check = OffsetsCheck::new(offsets, &offsets_path)?;
@@ -1126,12 +1174,7 @@ fn scan_segments(dir: &Path, offsets: &File) -> Result<Scan, OpenError> {
         let name = crate::segment::segment_file_name(first);
         check_continuity(&name, first, expected)?;
         let is_last = i + 1 == count;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(is_last)
-            .open(&path)
-            .map_err(|e| OpenError::io(&path, &e))?;
-        let len = file.metadata().map_err(|e| OpenError::io(&path, &e))?.len();
+        let file = File::open(&path).map_err(|e| OpenError::io(&path, &e))?;
         let failure = match SegmentReader::new(&file, &name, Some(first)) {
             Err(e) => Some(e),
             Ok(mut reader) => loop {
@@ -1177,16 +1220,16 @@ fn scan_segments(dir: &Path, offsets: &File) -> Result<Scan, OpenError> {
                 if valid_frame_after(search_from, expected) {
                     return Err(e.into());
                 }
-                torn = Some(set_aside(
-                    dir,
-                    &name,
-                    &file,
-                    &path,
-                    e.offset,
-                    &rest,
-                    e.code(),
-                )?);
-                // A segment whose header itself was torn holds nothing: remove it.
+                // Applied only once the checkpoint has been compared: nothing is cut from a
+                // log that is refused.
+                torn = Some(TornPlan {
+                    name: name.clone(),
+                    path: path.clone(),
+                    offset: e.offset,
+                    rest,
+                    code: e.code(),
+                });
+                // A segment whose header itself was torn holds nothing: it goes.
                 e.offset != 0
             }
         };
@@ -1196,11 +1239,7 @@ fn scan_segments(dir: &Path, offsets: &File) -> Result<Scan, OpenError> {
                 name,
                 file: Arc::new(file),
             });
-        } else {
-            std::fs::remove_file(&path).map_err(|e| OpenError::io(&path, &e))?;
-            sync_dir(&seg_dir).map_err(|e| OpenError::io(&seg_dir, &e))?;
         }
-        let _ = len;
     }
     let offsets_repair = check.finish(expected.0, &offsets_path)?;
     Ok(Scan {

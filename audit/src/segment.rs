@@ -112,7 +112,10 @@ impl std::fmt::Display for Problem {
                 write!(f, "leaf {found} where leaf {expected} was expected")
             }
             Problem::MissingSegment { expected } => {
-                write!(f, "the segment starting at leaf {expected} is missing")
+                write!(
+                    f,
+                    "records from leaf {expected} on are missing before this segment (a segment is missing, or the one before was cut short)"
+                )
             }
             Problem::Truncated => write!(f, "file ends inside a header or frame"),
             Problem::BadRecord { code, at } => {
