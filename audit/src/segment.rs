@@ -505,7 +505,7 @@ pub fn scan_segment_bytes(file: &str, bytes: &[u8]) -> Result<ScanSummary, Segme
             Some(frame) => (
                 frame.index,
                 frame.offset,
-                crate::record::RecordView::parse(frame.payload).map(|_| ()),
+                crate::record::RecordView::validate(frame.payload),
             ),
         };
         if let Err(e) = result {

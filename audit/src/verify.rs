@@ -190,7 +190,7 @@ pub fn verify_dir(
         let file = File::open(path).map_err(|e| VerifyError::io(path, &e))?;
         let mut reader = SegmentReader::new(file, &name, Some(*first))?;
         while let Some(frame) = reader.next_frame()? {
-            if let Err(e) = RecordView::parse(frame.payload) {
+            if let Err(e) = RecordView::validate(frame.payload) {
                 return Err(SegmentError {
                     file: name.clone(),
                     offset: frame.offset,

@@ -150,7 +150,10 @@ fn the_pseudonym_is_hmac_sha256_of_the_subject() {
 }
 
 fn decode_code(bytes: &[u8]) -> &'static str {
-    AuditRecord::decode(bytes).expect_err("malformed").code()
+    let err = AuditRecord::decode(bytes).expect_err("malformed");
+    // The verifier's validation without views refuses alike.
+    assert_eq!(RecordView::validate(bytes), Err(err.clone()));
+    err.code()
 }
 
 #[test]
@@ -176,6 +179,7 @@ fn every_truncation_is_refused() {
     for len in 1..bytes.len() {
         let err = AuditRecord::decode(&bytes[..len]).expect_err("truncated");
         assert_eq!(err.code(), "record_truncated", "cut at {len}");
+        assert_eq!(RecordView::validate(&bytes[..len]), Err(err.clone()));
         assert!(err.offset() <= len, "offset within the input");
     }
 }
@@ -286,6 +290,7 @@ fn records_over_the_bounds_are_not_encoded() {
 fn the_view_borrows_the_same_fields() {
     let record = sample();
     let bytes = record.encode().expect("encodes");
+    RecordView::validate(&bytes).expect("valid");
     let view = RecordView::parse(&bytes).expect("valid");
     assert_eq!(view.consumer, record.consumer);
     assert_eq!(view.subject, record.subject);
