@@ -215,7 +215,10 @@ impl Drop for Guard {
         self.shared.stop_cv.notify_all();
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
         for t in threads {
-            let _ = t.join();
+            // The last handle may be dropped by a `done` callback on the writer thread itself.
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
         }
         // Derived files: a failure here is repaired on the next open.
         let _ = self.shared.hashes.sync();
@@ -497,7 +500,7 @@ impl AuditLog {
         record: Vec<u8>,
         done: impl FnOnce(Result<Appended, AppendError>) + Send + 'static,
     ) {
-        if let Err(e) = RecordView::parse(&record) {
+        if let Err(e) = RecordView::validate(&record) {
             return done(Err(AppendError::InvalidRecord(e)));
         }
         if self.shared.poisoned.load(Ordering::Acquire) {
