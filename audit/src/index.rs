@@ -240,6 +240,19 @@ impl Index {
     /// Indexes record `index` (which must be the next one; others are ignored).
     pub(crate) fn add(&self, index: u64, record: &[u8]) -> std::io::Result<()> {
         let mut s = self.lock();
+        self.add_locked(&mut s, index, record)
+    }
+
+    /// Indexes the records `start..` in order.
+    pub(crate) fn add_batch(&self, start: u64, records: &[Vec<u8>]) -> std::io::Result<()> {
+        let mut s = self.lock();
+        for (i, record) in records.iter().enumerate() {
+            self.add_locked(&mut s, start + i as u64, record)?;
+        }
+        Ok(())
+    }
+
+    fn add_locked(&self, s: &mut State, index: u64, record: &[u8]) -> std::io::Result<()> {
         if index != s.position {
             return Ok(());
         }
@@ -274,10 +287,10 @@ impl Index {
         *b = (b.0.min(time), b.1.max(time));
         s.position += 1;
         if s.pending_count >= FLUSH_ENTRIES {
-            Self::flush(&mut s)?;
+            Self::flush(s)?;
         }
         if s.position - s.synced >= SYNC_EVERY {
-            self.sync_point(&mut s)?;
+            self.sync_point(s)?;
         }
         Ok(())
     }

@@ -192,8 +192,24 @@ pub(crate) struct Shared {
     stop: Mutex<bool>,
     stop_cv: Condvar,
     index: Option<Index>,
+    feed: Mutex<IndexFeed>,
+    /// Signals the indexer that work is queued (or that the feed is closed).
+    feed_cv: Condvar,
+    /// Signals the writer and queries that the indexer made progress.
+    indexed_cv: Condvar,
     _lock: File,
 }
+
+/// Durable batches handed from the writer to the indexer thread, so that indexing never
+/// delays a sync or an acknowledgement.
+struct IndexFeed {
+    batches: VecDeque<(u64, Vec<Vec<u8>>)>,
+    records: usize,
+    closed: bool,
+}
+
+/// The most records waiting for the indexer; beyond it the writer waits (memory stays bounded).
+const MAX_FEED: usize = 1 << 18;
 
 /// Stops the threads when the last handle goes.
 struct Guard {
@@ -214,10 +230,15 @@ impl Drop for Guard {
         }
         self.shared.stop_cv.notify_all();
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
-        for t in threads {
+        // The writer (first) finishes what was queued, then the indexer is told to finish.
+        for (i, t) in threads.into_iter().enumerate() {
             // The last handle may be dropped by a `done` callback on the writer thread itself.
             if t.thread().id() != std::thread::current().id() {
                 let _ = t.join();
+            }
+            if i == 0 {
+                lock(&self.shared.feed).closed = true;
+                self.shared.feed_cv.notify_all();
             }
         }
         // Derived files: a failure here is repaired on the next open.
@@ -437,6 +458,13 @@ impl AuditLog {
             stop: Mutex::new(false),
             stop_cv: Condvar::new(),
             index,
+            feed: Mutex::new(IndexFeed {
+                batches: VecDeque::new(),
+                records: 0,
+                closed: false,
+            }),
+            feed_cv: Condvar::new(),
+            indexed_cv: Condvar::new(),
             _lock: lock_file,
         });
         if let Some(signer) = &shared.signer {
@@ -467,6 +495,15 @@ impl AuditLog {
                 .spawn(move || writer.run())
                 .map_err(|e| OpenError::io(&dir, &e))?,
         );
+        if shared.index.is_some() {
+            let s = shared.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("audit-indexer".into())
+                    .spawn(move || indexer(s))
+                    .map_err(|e| OpenError::io(&dir, &e))?,
+            );
+        }
         if shared.signer.is_some() {
             let s = shared.clone();
             let interval = options.checkpoint_interval;
@@ -634,7 +671,10 @@ impl AuditLog {
                 what: "the index is turned off in Options",
             });
         };
-        index.query(&LogReader(&self.shared), query, self.size())
+        let size = self.size();
+        // Every acknowledged record is found: wait for the indexer to reach them.
+        self.shared.wait_indexed(index, size);
+        index.query(&LogReader(&self.shared), query, size)
     }
 
     /// The log's directory.
@@ -750,6 +790,59 @@ impl Shared {
         };
         *last = Some(cp.clone());
         Ok(Some(cp))
+    }
+}
+
+impl Shared {
+    fn feed_index(&self, start: u64, records: Vec<Vec<u8>>) {
+        let mut feed = lock(&self.feed);
+        while feed.records >= MAX_FEED && !feed.closed {
+            feed = self
+                .indexed_cv
+                .wait(feed)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        feed.records += records.len();
+        feed.batches.push_back((start, records));
+        drop(feed);
+        self.feed_cv.notify_one();
+    }
+
+    fn wait_indexed(&self, index: &Index, size: TreeSize) {
+        let mut feed = lock(&self.feed);
+        while index.position() < size.0 && !feed.closed {
+            feed = self
+                .indexed_cv
+                .wait_timeout(feed, Duration::from_millis(100))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
+
+/// Indexes the durable batches the writer hands over. The index is derived: a failure here
+/// is repaired on the next open.
+fn indexer(shared: Arc<Shared>) {
+    let Some(index) = &shared.index else {
+        return;
+    };
+    loop {
+        let work = {
+            let mut feed = lock(&shared.feed);
+            while feed.batches.is_empty() && !feed.closed {
+                feed = shared.feed_cv.wait(feed).unwrap_or_else(|e| e.into_inner());
+            }
+            if feed.batches.is_empty() {
+                return;
+            }
+            feed.records = 0;
+            std::mem::take(&mut feed.batches)
+        };
+        for (start, records) in work {
+            let _ = index.add_batch(start, &records);
+        }
+        let _guard = lock(&shared.feed);
+        shared.indexed_cv.notify_all();
     }
 }
 
@@ -881,18 +974,17 @@ impl Writer {
         let start = self.next;
         match self.write(&batch) {
             Ok(size) => {
-                if let Some(index) = &self.shared.index {
-                    // Indexed before the answers, so a query after an acknowledgement finds the
-                    // record. The index is derived: a failure here is repaired on open.
-                    for (i, p) in batch.iter().enumerate() {
-                        let _ = index.add(start + i as u64, &p.record);
-                    }
-                }
+                let mut records = Vec::with_capacity(batch.len());
                 for (i, p) in batch.into_iter().enumerate() {
-                    (p.done)(Ok(Appended {
+                    let Pending { record, done } = p;
+                    done(Ok(Appended {
                         index: LeafIndex(start + i as u64),
                         tree_size: size,
                     }));
+                    records.push(record);
+                }
+                if self.shared.index.is_some() {
+                    self.shared.feed_index(start, records);
                 }
             }
             Err(fatal) => {
