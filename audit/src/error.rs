@@ -63,6 +63,9 @@ pub enum OpenError {
         /// The checkpoint's size.
         size: TreeSize,
     },
+    /// A derived file could not be read while it was checked or rebuilt.
+    #[error(transparent)]
+    Read(ReadError),
 }
 
 impl OpenError {
@@ -77,6 +80,7 @@ impl OpenError {
             OpenError::KeyMismatch => "key_mismatch",
             OpenError::ShorterThanCheckpoint { .. } => "log_shorter_than_checkpoint",
             OpenError::CheckpointMismatch { .. } => "checkpoint_mismatch",
+            OpenError::Read(e) => e.code(),
         }
     }
 

@@ -370,16 +370,16 @@ impl AuditLog {
 
         let hashes = HashStore::open(&dir).map_err(|e| OpenError::io(dir.join("hashes"), &e))?;
         let mut hash_repair = recover_hashes(&dir, &hashes, &segments, &offsets, size, false)?;
-        let frontier = Frontier::from_source(&hashes, size).map_err(|e| read_to_open(&dir, e))?;
+        let frontier = Frontier::from_source(&hashes, size).map_err(read_to_open)?;
 
         // The tree must agree with the last signed checkpoint.
         if let Some(cp) = &signed {
-            let mut root = tree_root(&hashes, cp.size).map_err(|e| read_to_open(&dir, e))?;
+            let mut root = tree_root(&hashes, cp.size).map_err(read_to_open)?;
             if root != cp.root && hash_repair != Repair::Rebuilt {
                 // The hash files may be what is wrong: rebuild them from the records and look
                 // again.
                 hash_repair = recover_hashes(&dir, &hashes, &segments, &offsets, size, true)?;
-                root = tree_root(&hashes, cp.size).map_err(|e| read_to_open(&dir, e))?;
+                root = tree_root(&hashes, cp.size).map_err(read_to_open)?;
             }
             if root != cp.root {
                 return Err(OpenError::CheckpointMismatch { size: cp.size });
@@ -387,7 +387,7 @@ impl AuditLog {
         }
         let checkpoint = signed;
         let frontier = if hash_repair == Repair::Rebuilt {
-            Frontier::from_source(&hashes, size).map_err(|e| read_to_open(&dir, e))?
+            Frontier::from_source(&hashes, size).map_err(read_to_open)?
         } else {
             frontier
         };
@@ -683,13 +683,10 @@ impl AuditLog {
     }
 }
 
-fn read_to_open(dir: &Path, e: ReadError) -> OpenError {
+fn read_to_open(e: ReadError) -> OpenError {
     match e {
         ReadError::Io { path, kind } => OpenError::Io { path, kind },
-        other => OpenError::Io {
-            path: dir.join(format!("({other})")),
-            kind: std::io::ErrorKind::InvalidData,
-        },
+        other => OpenError::Read(other),
     }
 }
 
@@ -1443,9 +1440,7 @@ fn recover_hashes(
     };
     hashes.truncate(prefix).map_err(io)?;
     if prefix > 0 {
-        let levels_ok = hashes
-            .check_levels(prefix, 64)
-            .map_err(|e| read_to_open(dir, e))?;
+        let levels_ok = hashes.check_levels(prefix, 64).map_err(read_to_open)?;
         let mut tail_ok = levels_ok;
         if levels_ok {
             let from = prefix.saturating_sub(TAIL_CHECK);
@@ -1453,7 +1448,7 @@ fn recover_hashes(
                 if index >= prefix {
                     return Ok(false);
                 }
-                let stored = hashes.node(0, index).map_err(|e| read_to_open(dir, e))?;
+                let stored = hashes.node(0, index).map_err(read_to_open)?;
                 if stored != leaf_hash(payload) {
                     tail_ok = false;
                     return Ok(false);
@@ -1480,8 +1475,7 @@ fn recover_hashes(
             from: LeafIndex(prefix),
         }
     };
-    let mut frontier =
-        Frontier::from_source(hashes, TreeSize(prefix)).map_err(|e| read_to_open(dir, e))?;
+    let mut frontier = Frontier::from_source(hashes, TreeSize(prefix)).map_err(read_to_open)?;
     let mut runs = LevelRuns::default();
     let mut failed = None;
     stream_records(dir, &segs, offsets, prefix, |index, payload| {
