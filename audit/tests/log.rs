@@ -191,3 +191,17 @@ fn hash_files_that_lag_behind_are_completed() {
     let report = verify_dir(dir.path(), signer.verifier_key(), |_, _| {}).expect("verifies");
     assert_eq!(log.root(), report.root);
 }
+
+#[test]
+fn the_log_is_send_sync_and_cheap_to_clone() {
+    fn shared<T: Send + Sync + Clone + 'static>() {}
+    shared::<AuditLog>();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let signer = signer();
+    let (log, _) = open(dir.path(), &signer);
+    let clone = log.clone();
+    let appended = std::thread::spawn(move || clone.append_wait(bytes(0)).expect("appends"))
+        .join()
+        .expect("thread");
+    assert_eq!(log.size(), appended.tree_size);
+}
