@@ -16,6 +16,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use ring::digest::{SHA256, digest};
 
@@ -123,6 +124,7 @@ struct State {
 pub(crate) struct Index {
     dir: PathBuf,
     state: Mutex<State>,
+    failed: AtomicBool,
 }
 
 fn entry_at(file: &File, i: u64) -> std::io::Result<(u64, u64)> {
@@ -225,11 +227,22 @@ impl Index {
                 pending_time: Vec::new(),
                 blocks,
             }),
+            failed: AtomicBool::new(false),
         })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Marks the index as out of date after a failed update: queries refuse until reopened.
+    pub(crate) fn fail(&self) {
+        self.failed.store(true, Ordering::Release);
+    }
+
+    /// Whether an update failed.
+    pub(crate) fn failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
     }
 
     /// The number of records indexed.
@@ -339,6 +352,13 @@ impl Index {
         query: &Query,
         size: TreeSize,
     ) -> Result<Vec<LeafIndex>, ReadError> {
+        if self.failed() {
+            return Err(ReadError::Corrupt {
+                path: self.dir.clone(),
+                offset: 0,
+                what: "an index update failed; the index is rebuilt on the next open",
+            });
+        }
         let limit = if query.limit == 0 {
             usize::MAX
         } else {

@@ -807,7 +807,7 @@ impl Shared {
 
     fn wait_indexed(&self, index: &Index, size: TreeSize) {
         let mut feed = lock(&self.feed);
-        while index.position() < size.0 && !feed.closed {
+        while index.position() < size.0 && !feed.closed && !index.failed() {
             feed = self
                 .indexed_cv
                 .wait_timeout(feed, Duration::from_millis(100))
@@ -836,7 +836,10 @@ fn indexer(shared: Arc<Shared>) {
             std::mem::take(&mut feed.batches)
         };
         for (start, records) in work {
-            let _ = index.add_batch(start, &records);
+            if index.add_batch(start, &records).is_err() {
+                // Queries now refuse (and stop waiting); the next open rebuilds the index.
+                index.fail();
+            }
         }
         let _guard = lock(&shared.feed);
         shared.indexed_cv.notify_all();
