@@ -97,6 +97,17 @@ impl std::fmt::Debug for Options {
     }
 }
 
+/// Counters of the writer's work since open (for metrics, and to see group commit at work).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stats {
+    /// Records made durable.
+    pub records: u64,
+    /// Batches written (one `write_all` each, two at a segment boundary).
+    pub batches: u64,
+    /// Data syncs (`fdatasync`) of segments.
+    pub syncs: u64,
+}
+
 /// A durable record's place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
@@ -185,6 +196,7 @@ pub(crate) struct Shared {
     segments: RwLock<Vec<SegmentEntry>>,
     offsets: File,
     poisoned: AtomicBool,
+    stats: Mutex<Stats>,
     fatal: Mutex<Option<String>>,
     on_fatal: Option<FatalHook>,
     signer: Option<Arc<CheckpointSigner>>,
@@ -451,6 +463,7 @@ impl AuditLog {
             segments: RwLock::new(segments),
             offsets,
             poisoned: AtomicBool::new(false),
+            stats: Mutex::new(Stats::default()),
             fatal: Mutex::new(None),
             on_fatal: options.on_fatal.clone(),
             signer: options.signer.clone(),
@@ -653,6 +666,11 @@ impl AuditLog {
             .signer
             .as_ref()
             .map(|s| s.verifier_key().clone())
+    }
+
+    /// What the writer has done since open.
+    pub fn stats(&self) -> Stats {
+        *lock(&self.shared.stats)
     }
 
     /// Whether a write or sync failed: the log takes no more records.
@@ -1092,6 +1110,12 @@ impl Writer {
             kind: e.kind(),
         })?;
         self.next = start + batch.len() as u64;
+        {
+            let mut stats = lock(&self.shared.stats);
+            stats.records += batch.len() as u64;
+            stats.batches += 1;
+            stats.syncs = self.syncs;
+        }
         let size = TreeSize(self.next);
         *self.shared.state.write().unwrap_or_else(|e| e.into_inner()) = TreeState {
             size,

@@ -49,6 +49,13 @@ fn sixty_four_threads_get_unique_dense_durable_indexes() {
             t.join().expect("thread");
         }
         assert_eq!(log.size(), TreeSize(64 * per_thread));
+        // Group commit: many records per write and per sync.
+        let stats = log.stats();
+        assert_eq!(stats.records, 64 * per_thread);
+        assert!(
+            stats.syncs * 4 <= stats.records,
+            "at least 4 records per sync on average: {stats:?}"
+        );
     }
     let acked = acked.lock().expect("lock");
     let total = 64 * per_thread;
