@@ -171,3 +171,101 @@ fn a_tear_inside_the_signed_tree_refuses_and_cuts_nothing() {
         0
     );
 }
+
+/// Run as a child process by the test below: appends from 8 threads until killed, printing
+/// every acknowledgement.
+fn append_until_killed(dir: &Path) {
+    use std::io::Write as _;
+    let (log, _) = isnad_audit::AuditLog::open(
+        dir,
+        isnad_audit::Options {
+            segment_size: 256 * 1024,
+            ..isnad_audit::Options::default()
+        },
+    )
+    .expect("child opens");
+    let out = std::sync::Arc::new(std::sync::Mutex::new(std::io::stdout()));
+    let threads: Vec<_> = (0..8u64)
+        .map(|t| {
+            let (log, out) = (log.clone(), out.clone());
+            std::thread::spawn(move || {
+                for seq in 0.. {
+                    let i = t * 1_000_000 + seq;
+                    let appended = log.append_wait(bytes(i)).expect("child appends");
+                    let mut out = out.lock().expect("lock");
+                    writeln!(out, "acked {} {i}", appended.index).expect("stdout");
+                    out.flush().expect("flush");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        let _ = t.join();
+    }
+}
+
+#[test]
+fn a_killed_writer_loses_no_acknowledged_record() {
+    use std::io::BufRead as _;
+    if let Some(dir) = std::env::var_os("ISNAD_AUDIT_KILL_CHILD") {
+        append_until_killed(Path::new(&dir));
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut acked: Vec<(u64, u64)> = Vec::new();
+    for round in 0..3 {
+        let mut child = std::process::Command::new(std::env::current_exe().expect("exe"))
+            .args([
+                "--exact",
+                "a_killed_writer_loses_no_acknowledged_record",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("ISNAD_AUDIT_KILL_CHILD", dir.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("child");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let mut this_round = 0;
+        // Kill it in the middle of its work, at a different point each round.
+        while this_round < 300 + round * 250 {
+            let line = lines.next().expect("a line").expect("utf-8");
+            if let Some(rest) = line.strip_prefix("acked ") {
+                let (index, i) = rest.split_once(' ').expect("two numbers");
+                acked.push((index.parse().expect("index"), i.parse().expect("i")));
+                this_round += 1;
+            }
+        }
+        child.kill().expect("SIGKILL");
+        // Acknowledgements printed before the kill landed still count.
+        for line in lines.map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix("acked ") {
+                let (index, i) = rest.split_once(' ').expect("two numbers");
+                acked.push((index.parse().expect("index"), i.parse().expect("i")));
+            }
+        }
+        child.wait().expect("reaped");
+
+        let (log, recovery) =
+            isnad_audit::AuditLog::open(dir.path(), isnad_audit::Options::default())
+                .expect("reopens after the kill");
+        assert!(recovery.size.0 >= acked.len() as u64);
+        for &(index, i) in &acked {
+            assert_eq!(
+                log.read_record(LeafIndex(index))
+                    .expect("acknowledged, so durable"),
+                bytes(i),
+                "round {round}, leaf {index}"
+            );
+        }
+        // The hash files were repaired: the log's root is the verifier's.
+        let root = log.root();
+        drop(log);
+        let key = signer();
+        let report = verify_dir(dir.path(), key.verifier_key(), |_, _| {}).expect("verifies");
+        assert_eq!(report.root, root);
+        assert_eq!(report.records, recovery.size.0);
+    }
+}
