@@ -12,6 +12,8 @@
 //!
 //! `audit/README.md` describes the files byte by byte.
 
+#![warn(missing_docs)]
+
 pub mod checkpoint;
 pub mod error;
 mod hashes;
