@@ -946,6 +946,15 @@ impl LogReader<'_> {
     }
 }
 
+/// Calls a caller's `done` on the writer thread. A callback that panics must not take the
+/// writer down with it (every later append would wait forever): its panic is contained.
+fn answer(
+    done: Box<dyn FnOnce(Result<Appended, AppendError>) + Send>,
+    result: Result<Appended, AppendError>,
+) {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || done(result)));
+}
+
 struct Writer {
     shared: Arc<Shared>,
     segment: File,
@@ -985,7 +994,7 @@ impl Writer {
         if self.shared.poisoned.load(Ordering::Acquire) {
             let err = self.shared.failed();
             for p in batch {
-                (p.done)(Err(err.clone()));
+                answer(p.done, Err(err.clone()));
             }
             return;
         }
@@ -995,10 +1004,13 @@ impl Writer {
                 let mut records = Vec::with_capacity(batch.len());
                 for (i, p) in batch.into_iter().enumerate() {
                     let Pending { record, done } = p;
-                    done(Ok(Appended {
-                        index: LeafIndex(start + i as u64),
-                        tree_size: size,
-                    }));
+                    answer(
+                        done,
+                        Ok(Appended {
+                            index: LeafIndex(start + i as u64),
+                            tree_size: size,
+                        }),
+                    );
                     records.push(record);
                 }
                 if self.shared.index.is_some() {
@@ -1009,7 +1021,7 @@ impl Writer {
                 self.shared.poison(&fatal);
                 let err = self.shared.failed();
                 for p in batch {
-                    (p.done)(Err(err.clone()));
+                    answer(p.done, Err(err.clone()));
                 }
             }
         }

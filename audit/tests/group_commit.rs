@@ -132,3 +132,14 @@ fn a_full_queue_refuses_with_busy_and_writes_nothing_for_it() {
         "only what was acknowledged"
     );
 }
+
+#[test]
+fn a_panicking_callback_does_not_stop_the_writer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (log, _) = open(dir.path(), &signer());
+    log.append(bytes(0), |_| panic!("a caller's bug"));
+    assert_eq!(
+        log.append_wait(bytes(1)).expect("still writing").index,
+        LeafIndex(1)
+    );
+}
