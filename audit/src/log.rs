@@ -337,27 +337,14 @@ impl AuditLog {
             .open(&offsets_path)
             .map_err(|e| OpenError::io(&offsets_path, &e))?;
 
-        // The last signed checkpoint, read before anything is repaired.
-        let cp_path = dir.join(CHECKPOINT_FILE);
-        let signed = if cp_path.exists() {
-            let key = key.as_ref().ok_or_else(|| OpenError::NoKey {
-                file: cp_path.clone(),
-            })?;
-            let note =
-                std::fs::read_to_string(&cp_path).map_err(|e| OpenError::io(&cp_path, &e))?;
-            Some(
-                Checkpoint::verify(&note, key).map_err(|source| OpenError::Checkpoint {
-                    file: cp_path.clone(),
-                    source,
-                })?,
-            )
-        } else {
-            None
-        };
+        // The last signed checkpoint, read before anything is repaired: `checkpoint`, or the
+        // newest in `checkpoints/` if a crash came between writing that and replacing
+        // `checkpoint`.
+        let mut signed = latest_signed(&dir, key.as_ref())?;
 
         let scan = scan_segments(&dir, &offsets)?;
         let size = scan.size;
-        if let Some(cp) = &signed
+        if let Some(cp) = signed.last()
             && cp.size > size
         {
             return Err(OpenError::ShorterThanCheckpoint {
@@ -384,8 +371,8 @@ impl AuditLog {
         let mut hash_repair = recover_hashes(&dir, &hashes, &segments, &offsets, size, false)?;
         let frontier = Frontier::from_source(&hashes, size).map_err(read_to_open)?;
 
-        // The tree must agree with the last signed checkpoint.
-        if let Some(cp) = &signed {
+        // The tree must agree with the signed checkpoints.
+        for cp in &signed {
             let mut root = tree_root(&hashes, cp.size).map_err(read_to_open)?;
             if root != cp.root && hash_repair != Repair::Rebuilt {
                 // The hash files may be what is wrong: rebuild them from the records and look
@@ -397,7 +384,7 @@ impl AuditLog {
                 return Err(OpenError::CheckpointMismatch { size: cp.size });
             }
         }
-        let checkpoint = signed;
+        let checkpoint = signed.pop();
         let frontier = if hash_repair == Repair::Rebuilt {
             Frontier::from_source(&hashes, size).map_err(read_to_open)?
         } else {
@@ -706,6 +693,46 @@ fn read_to_open(e: ReadError) -> OpenError {
         ReadError::Io { path, kind } => OpenError::Io { path, kind },
         other => OpenError::Read(other),
     }
+}
+
+/// `checkpoint` and the newest file of `checkpoints/`, each verified with `key`, the largest
+/// last.
+fn latest_signed(dir: &Path, key: Option<&VerifierKey>) -> Result<Vec<Checkpoint>, OpenError> {
+    let mut candidates = Vec::new();
+    let latest = dir.join(CHECKPOINT_FILE);
+    if latest.exists() {
+        candidates.push(latest);
+    }
+    let cp_dir = dir.join(CHECKPOINTS_DIR);
+    let mut newest: Option<(u64, PathBuf)> = None;
+    for entry in std::fs::read_dir(&cp_dir).map_err(|e| OpenError::io(&cp_dir, &e))? {
+        let entry = entry.map_err(|e| OpenError::io(&cp_dir, &e))?;
+        let name = entry.file_name();
+        let Some(size) = name
+            .to_str()
+            .filter(|n| n.len() == 20 && n.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue; // temporary files of an interrupted write; the verifier reports others
+        };
+        if newest.as_ref().is_none_or(|(s, _)| size > *s) {
+            newest = Some((size, entry.path()));
+        }
+    }
+    candidates.extend(newest.map(|(_, p)| p));
+    let mut signed = Vec::with_capacity(2);
+    for path in candidates {
+        let key = key.ok_or_else(|| OpenError::NoKey { file: path.clone() })?;
+        let note = std::fs::read_to_string(&path).map_err(|e| OpenError::io(&path, &e))?;
+        signed.push(
+            Checkpoint::verify(&note, key).map_err(|source| OpenError::Checkpoint {
+                file: path.clone(),
+                source,
+            })?,
+        );
+    }
+    signed.sort_by_key(|c| c.size);
+    Ok(signed)
 }
 
 /// The log's key: the signer's (and `log.pub` must agree), or `log.pub`'s.

@@ -269,3 +269,31 @@ fn a_killed_writer_loses_no_acknowledged_record() {
         assert_eq!(report.records, recovery.size.0);
     }
 }
+
+#[test]
+fn a_newer_checkpoint_by_size_counts_even_if_checkpoint_was_not_replaced() {
+    // A crash after checkpoints/<size> was written and before `checkpoint` was replaced: the
+    // newer signed size still binds the log.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let signer = signer();
+    write_log(dir.path(), &signer, 10, 100);
+    let older = std::fs::read(dir.path().join("checkpoint")).expect("read");
+    {
+        let (log, _) = open(dir.path(), &signer);
+        for i in 10..20 {
+            log.append_wait(bytes(i)).expect("appends");
+        }
+        log.checkpoint_now().expect("checkpoint at 20");
+    }
+    std::fs::write(dir.path().join("checkpoint"), older).expect("put the older one back");
+    let (log, recovery) = open(dir.path(), &signer);
+    assert_eq!(recovery.checkpoint, Some(TreeSize(20)));
+    assert_eq!(log.latest_checkpoint().expect("latest").size, TreeSize(20));
+    drop(log);
+    // And a log cut below it is refused.
+    let path = last_segment(dir.path());
+    let b = std::fs::read(&path).expect("read");
+    std::fs::write(&path, &b[..b.len() - 3]).expect("cut");
+    let err = isnad_audit::AuditLog::open(dir.path(), options(&signer)).expect_err("refused");
+    assert_eq!(err.code(), "log_shorter_than_checkpoint");
+}
