@@ -1,101 +1,76 @@
 //! The audit log of isnad: an append-only Merkle tree over audit records, in the hashing of
 //! RFC 6962 (Certificate Transparency), so auditors can check it with standard tools.
 //!
-//! Pure library: no async, no network. So far it holds the tree hashing; segments, checkpoints,
-//! proofs, recovery and the verifier arrive with the audit log itself (issue 5).
+//! Pure library: no async, no network. Threads and files only.
+//!
+//! - [`record`]: the audit record and its versioned, deterministic encoding;
+//! - [`merkle`]: tree hashing, the frontier, inclusion and consistency proofs;
+//! - [`segment`]: segment files and their framing, and a streaming reader;
+//! - [`AuditLog`]: the writer (group commit), recovery on open, reads and proofs;
+//! - [`checkpoint`]: C2SP signed checkpoints;
+//! - [`index`]: the derived query index.
+//!
+//! `audit/README.md` describes the files byte by byte.
 
-use sha2::{Digest, Sha256};
+#![warn(missing_docs)]
+
+pub mod checkpoint;
+pub mod error;
+mod hashes;
+pub mod index;
+mod log;
+pub mod merkle;
+pub mod record;
+pub mod segment;
+pub mod verify;
+
+pub use checkpoint::{Checkpoint, CheckpointSigner, VerifierKey};
+pub use error::{AppendError, FatalError, OpenError, ReadError};
+pub use index::Query;
+pub use log::{
+    Appended, AuditLog, CHECKPOINT_FILE, CHECKPOINTS_DIR, FatalHook, KEY_FILE, OFFSETS_FILE,
+    Options, Recovery, Repair, Stats, TORN_DIR, TornTail,
+};
+pub use verify::{Export, ExportedRecord, Report, VerifyError, load_key, verify_dir};
+
+pub use merkle::{
+    Frontier, MemoryTree, NodeSource, ProofError, consistency_proof, empty_root, inclusion_proof,
+    leaf_hash, node_hash, root, verify_consistency, verify_inclusion,
+};
+pub use record::{
+    AuditRecord, Decision, DecodeError, EncodeError, RecordView, Released, SubjectPseudonym,
+    Withheld, pseudonym,
+};
 
 /// A SHA-256 digest: a leaf hash, a node hash or a tree root.
 pub type Hash = [u8; 32];
 
-/// The hash of a leaf: SHA-256(0x00 || record).
-pub fn leaf_hash(record: &[u8]) -> Hash {
-    let mut hasher = Sha256::new();
-    hasher.update([0x00]);
-    hasher.update(record);
-    hasher.finalize().into()
-}
+/// The position of a record in the log, from 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct LeafIndex(pub u64);
 
-/// The hash of an interior node: SHA-256(0x01 || left || right).
-pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
-    let mut hasher = Sha256::new();
-    hasher.update([0x01]);
-    hasher.update(left);
-    hasher.update(right);
-    hasher.finalize().into()
-}
+/// The number of records in (a version of) the tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct TreeSize(pub u64);
 
-/// The Merkle tree hash (RFC 6962, section 2.1) of a list of leaf hashes: SHA-256 of nothing for
-/// the empty tree; otherwise the left subtree is the largest power of two smaller than the size.
-pub fn root(leaves: &[Hash]) -> Hash {
-    match leaves.len() {
-        0 => Sha256::digest([]).into(),
-        1 => leaves[0],
-        n => {
-            // The largest power of two strictly less than n.
-            let split = 1 << (usize::BITS - 1 - (n - 1).leading_zeros());
-            node_hash(&root(&leaves[..split]), &root(&leaves[split..]))
-        }
+impl std::fmt::Display for LeafIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn hex(hash: &Hash) -> String {
-        hash.iter().map(|b| format!("{b:02x}")).collect()
+impl std::fmt::Display for TreeSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
     }
+}
 
-    fn unhex(text: &str) -> Vec<u8> {
-        (0..text.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex"))
-            .collect()
+/// Lower-case hex of bytes (for hashes in messages and file contents, never record contents).
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
     }
-
-    /// The leaves and tree roots of the RFC 6962 reference test vectors (as published with
-    /// Certificate Transparency's and transparency-dev's Merkle tree implementations).
-    const LEAVES: [&str; 8] = [
-        "",
-        "00",
-        "10",
-        "2021",
-        "3031",
-        "40414243",
-        "5051525354555657",
-        "606162636465666768696a6b6c6d6e6f",
-    ];
-    const ROOTS: [&str; 8] = [
-        "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
-        "fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125",
-        "aeb6bcfe274b70a14fb067a5e5578264db0fa9b51af5e0ba159158f329e06e77",
-        "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
-        "4e3bbb1f7b478dcfe71fb631631519a3bca12c9aefca1612bfce4c13a86264d4",
-        "76e67dadbcdf1e10e1b74ddc608abd2f98dfb16fbce75277b5232a127f2087ef",
-        "ddb89be403809e325750d3d263cd78929c2942b7942a34b77e122c9594a74c8c",
-        "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328",
-    ];
-
-    #[test]
-    fn the_empty_tree_hashes_to_sha256_of_nothing() {
-        assert_eq!(
-            hex(&root(&[])),
-            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
-    }
-
-    #[test]
-    fn roots_match_the_rfc6962_test_vectors() {
-        let leaves: Vec<Hash> = LEAVES.iter().map(|l| leaf_hash(&unhex(l))).collect();
-        for (size, expected) in ROOTS.iter().enumerate() {
-            assert_eq!(
-                hex(&root(&leaves[..=size])),
-                *expected,
-                "tree of {} leaves",
-                size + 1
-            );
-        }
-    }
+    out
 }

@@ -1,0 +1,410 @@
+//! The audit engine's speed, each figure beside its target and, where one exists, a baseline
+//! measured in the same run:
+//!
+//! - durable appends with 64 in flight (64 threads calling `append_wait`), acknowledgement
+//!   latency p50/p99 (hdrhistogram), against raw `write` + `fdatasync` of the same frames in
+//!   batches of 64 (what group commit could at best reach on this disk);
+//! - inclusion and consistency proofs on a log of 10 million records (built once; give
+//!   `AUDIT_BENCH_LOG=DIR` to keep it and reuse it on the next run);
+//! - offline verification (`verify_dir`, one thread) of 1 million records, against reading the
+//!   same segment files and SHA-256 of each record alone.
+//!
+//! ```sh
+//! cargo bench -p isnad-bench --features audit-bench --bench audit
+//! AUDIT_BENCH_LOG=/work/audit-bench-10m cargo bench -p isnad-bench --features audit-bench --bench audit
+//! ```
+
+use std::fs::File;
+use std::hint::black_box;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use hdrhistogram::Histogram;
+use isnad_audit::merkle::{leaf_hash, verify_inclusion};
+use isnad_audit::segment::encode_frame;
+use isnad_audit::{
+    AuditLog, AuditRecord, CheckpointSigner, Decision, LeafIndex, Options, Released, TreeSize,
+    Withheld, pseudonym, verify_dir,
+};
+
+// The allocator of the `isnad` binary, so that the figures are the gateway's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const BIG_LOG: u64 = 10_000_000;
+const VERIFY_LOG: u64 = 1_000_000;
+const IN_FLIGHT: usize = 64;
+const APPEND_SECONDS: u64 = 5;
+
+/// A realistic record (543 bytes: five fields asked, four released, one withheld).
+fn record(i: u64) -> Vec<u8> {
+    AuditRecord {
+        time: 1_795_000_000_000_000_000 + i * 1_000,
+        node: "gw-1".into(),
+        request_id: format!("01JF{i:022}"),
+        consumer: "housing-programme".into(),
+        provider: "identity-authority".into(),
+        dataset: "identity.person".into(),
+        purpose: "housing-grant".into(),
+        legal_basis: "statute".into(),
+        basis_reference: "Federal Housing Law 2019 art. 7(2)".into(),
+        consent_id: Some(format!("consent-{:016x}", i.wrapping_mul(0x9E37_79B9))),
+        subject: pseudonym(
+            b"bench pseudonym key",
+            &format!("784-1990-{:07}-1", i % 1_000_003),
+        ),
+        requested: [
+            "full_name_en",
+            "date_of_birth",
+            "nationality",
+            "emirate",
+            "iban",
+        ]
+        .map(String::from)
+        .to_vec(),
+        released: vec![
+            Released {
+                field: "full_name_en".into(),
+                treatment: "allow".into(),
+                rule_id: "housing-identity-1".into(),
+            },
+            Released {
+                field: "date_of_birth".into(),
+                treatment: "age_over(21)".into(),
+                rule_id: "housing-identity-1".into(),
+            },
+            Released {
+                field: "nationality".into(),
+                treatment: "allow".into(),
+                rule_id: "housing-identity-1".into(),
+            },
+            Released {
+                field: "emirate".into(),
+                treatment: "allow".into(),
+                rule_id: "housing-identity-1".into(),
+            },
+        ],
+        withheld: vec![Withheld {
+            field: "iban".into(),
+            reason: "field_not_granted".into(),
+            rule_id: String::new(),
+        }],
+        decision: Decision::Released,
+        policy_revision: [0xAB; 32],
+        released_digest: [0xCD; 32],
+        status: "ok".into(),
+    }
+    .encode()
+    .expect("a bench record encodes")
+}
+
+fn signer() -> Arc<CheckpointSigner> {
+    let pkcs8 = CheckpointSigner::generate_pkcs8().expect("key");
+    Arc::new(CheckpointSigner::from_pkcs8("bench.isnad/log", &pkcs8).expect("signer"))
+}
+
+/// Fills `dir` with `n` records (appended 4,096 at a time in flight), if it has fewer.
+fn build_log(dir: &Path, n: u64) -> AuditLog {
+    let (log, recovery) = AuditLog::open(
+        dir,
+        Options {
+            index: false,
+            ..Options::default()
+        },
+    )
+    .expect("opens");
+    let have = recovery.size.0;
+    if have >= n {
+        return log;
+    }
+    let started = Instant::now();
+    let (tx, rx) = mpsc::channel();
+    let mut sent = have;
+    let mut done = have;
+    while done < n {
+        while sent < n && sent - done < 4096 {
+            let tx = tx.clone();
+            log.append(record(sent), move |r| {
+                tx.send(r.is_ok()).expect("channel");
+            });
+            sent += 1;
+        }
+        assert!(rx.recv().expect("answer"), "bench append failed");
+        done += 1;
+        if done % 1_000_000 == 0 {
+            eprintln!("  built {done} records in {:.0?}", started.elapsed());
+        }
+    }
+    eprintln!("  built {} records in {:.1?}", n - have, started.elapsed());
+    log
+}
+
+fn segment_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir.join("segments"))
+        .expect("segments")
+        .map(|e| e.expect("entry").metadata().expect("meta").len())
+        .sum()
+}
+
+struct AppendFigures {
+    per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    raw_before: f64,
+    raw_after: f64,
+}
+
+/// The same frames as the log writes, 64 per `write` + `fdatasync`, one thread, for `seconds`:
+/// records per second.
+fn raw_appends(path: &Path, seconds: u64) -> f64 {
+    let mut raw = File::create(path).expect("raw file");
+    let mut frames = Vec::new();
+    let mut written = 0u64;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(seconds) {
+        frames.clear();
+        for k in 0..IN_FLIGHT as u64 {
+            encode_frame(LeafIndex(written + k), &record(written + k), &mut frames);
+        }
+        raw.write_all(&frames).expect("write");
+        raw.sync_data().expect("fdatasync");
+        written += IN_FLIGHT as u64;
+    }
+    written as f64 / started.elapsed().as_secs_f64()
+}
+
+/// The raw baseline, then 64 threads appending for APPEND_SECONDS, then the baseline again
+/// (the disk's sync latency drifts with background writeback; both are reported).
+fn measure_appends(tmp: &Path) -> AppendFigures {
+    let raw_before = raw_appends(&tmp.join("raw-before.seg"), 3);
+    let dir = tmp.join("appends");
+    let (log, _) = AuditLog::open(&dir, Options::default()).expect("opens");
+    let deadline = Instant::now() + Duration::from_secs(APPEND_SECONDS);
+    let total = Arc::new(AtomicU64::new(0));
+    let merged = Arc::new(Mutex::new(
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram"),
+    ));
+    let started = Instant::now();
+    let threads: Vec<_> = (0..IN_FLIGHT as u64)
+        .map(|t| {
+            let (log, total, merged) = (log.clone(), total.clone(), merged.clone());
+            std::thread::spawn(move || {
+                let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("h");
+                let mut i = t;
+                while Instant::now() < deadline {
+                    let bytes = record(i);
+                    let sent = Instant::now();
+                    log.append_wait(bytes).expect("durable append");
+                    hist.record(sent.elapsed().as_micros().max(1) as u64)
+                        .expect("record");
+                    total.fetch_add(1, Ordering::Relaxed);
+                    i += IN_FLIGHT as u64;
+                }
+                merged.lock().expect("lock").add(&hist).expect("merge");
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("thread");
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let n = total.load(Ordering::Relaxed);
+    drop(log);
+    let hist = merged.lock().expect("lock");
+    let raw_after = raw_appends(&tmp.join("raw-after.seg"), 3);
+
+    AppendFigures {
+        per_second: n as f64 / elapsed,
+        p50_ms: hist.value_at_quantile(0.50) as f64 / 1000.0,
+        p99_ms: hist.value_at_quantile(0.99) as f64 / 1000.0,
+        max_ms: hist.max() as f64 / 1000.0,
+        raw_before,
+        raw_after,
+    }
+}
+
+/// Reads every segment file with large reads and hashes each frame's payload, with no other
+/// check: the floor under verification on this machine.
+fn raw_read_and_hash(dir: &Path) -> u64 {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir.join("segments"))
+        .expect("segments")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    paths.sort();
+    let mut records = 0;
+    let mut buf = Vec::new();
+    for p in paths {
+        buf.clear();
+        File::open(p)
+            .expect("open")
+            .read_to_end(&mut buf)
+            .expect("read");
+        let mut at = 24;
+        while at + 16 <= buf.len() {
+            let len = u32::from_le_bytes(buf[at..at + 4].try_into().expect("4")) as usize;
+            black_box(leaf_hash(&buf[at + 16..at + 16 + len]));
+            at += 16 + len;
+            records += 1;
+        }
+    }
+    records
+}
+
+fn bench(c: &mut Criterion) {
+    let tmp =
+        tempfile::tempdir_in(std::env::var_os("AUDIT_BENCH_TMP").unwrap_or_else(|| "/tmp".into()))
+            .expect("tempdir");
+    eprintln!("record size: {} bytes", record(0).len());
+
+    // 1. Durable appends with 64 in flight.
+    let appends = measure_appends(tmp.path());
+
+    // 2. Proofs on 10 million records.
+    let big_dir = std::env::var_os("AUDIT_BENCH_LOG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| tmp.path().join("big"));
+    eprintln!(
+        "building or reusing the {BIG_LOG}-record log in {}",
+        big_dir.display()
+    );
+    let big = build_log(&big_dir, BIG_LOG);
+    let size = big.size();
+    let root = big.root();
+    let mut group = c.benchmark_group("audit");
+    let mut seed = 0x2545_F491_4F6C_DD1Du64;
+    let mut next_leaf = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        LeafIndex(seed % size.0)
+    };
+    // Check one proof before timing them.
+    let probe = next_leaf();
+    let proof = big.inclusion_proof(probe, size).expect("proof");
+    verify_inclusion(
+        probe,
+        size,
+        &big.leaf_hash(probe).expect("leaf"),
+        &proof,
+        &root,
+    )
+    .expect("the bench log's proofs verify");
+    group.bench_function("inclusion proof, random leaf of 10M", |b| {
+        b.iter(|| black_box(big.inclusion_proof(next_leaf(), size).expect("proof")))
+    });
+    let mut old = 1u64;
+    group.bench_function("consistency proof, random old size to 10M", |b| {
+        b.iter(|| {
+            old = (old * 6_364_136_223_846_793_005 + 1) % size.0 + 1;
+            black_box(
+                big.consistency_proof(TreeSize(old.min(size.0)), size)
+                    .expect("proof"),
+            )
+        })
+    });
+    drop(big);
+
+    // 3. Offline verification of 1 million records (a prefix-sized log of its own, so that a
+    // run does not take minutes).
+    let verify_dir_path = tmp.path().join("verify");
+    {
+        let signer = signer();
+        let (log, _) = AuditLog::open(
+            &verify_dir_path,
+            Options {
+                signer: Some(signer.clone()),
+                checkpoint_interval: Duration::from_secs(3600),
+                index: false,
+                ..Options::default()
+            },
+        )
+        .expect("opens");
+        drop(log);
+        build_log(&verify_dir_path, VERIFY_LOG);
+        let (log, _) = AuditLog::open(
+            &verify_dir_path,
+            Options {
+                signer: Some(signer),
+                checkpoint_interval: Duration::from_secs(3600),
+                index: false,
+                ..Options::default()
+            },
+        )
+        .expect("opens");
+        log.checkpoint_now().expect("checkpoint");
+    }
+    let key = isnad_audit::load_key(&verify_dir_path).expect("log.pub");
+    let bytes = segment_bytes(&verify_dir_path);
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(20));
+    group.bench_function("verify_dir, 1M records", |b| {
+        b.iter(|| black_box(verify_dir(&verify_dir_path, &key, |_, _| {}).expect("verifies")))
+    });
+    group.bench_function("baseline: read + SHA-256 per record, 1M records", |b| {
+        b.iter(|| black_box(raw_read_and_hash(&verify_dir_path)))
+    });
+    group.finish();
+
+    // Our own timing of the same, for the summary (criterion's estimates are in its report).
+    let time = |f: &mut dyn FnMut()| {
+        let mut best = f64::MAX;
+        for _ in 0..3 {
+            let t = Instant::now();
+            f();
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        best
+    };
+    let verify_s = time(&mut || {
+        verify_dir(&verify_dir_path, &key, |_, _| {}).expect("verifies");
+    });
+    let raw_s = time(&mut || {
+        raw_read_and_hash(&verify_dir_path);
+    });
+    let big = build_log(&big_dir, BIG_LOG);
+    let proofs = 100_000;
+    let mut leaf = 12_345u64;
+    let t = Instant::now();
+    for _ in 0..proofs {
+        leaf = (leaf * 6_364_136_223_846_793_005 + 1_442_695_040_888_963_407) % size.0;
+        black_box(big.inclusion_proof(LeafIndex(leaf), size).expect("proof"));
+    }
+    let proof_us = t.elapsed().as_secs_f64() * 1e6 / proofs as f64;
+
+    println!();
+    println!("## audit engine summary");
+    println!("| what | measured | target | baseline, same run | ratio |");
+    println!("|---|---:|---|---:|---:|");
+    println!(
+        "| durable appends/s, {IN_FLIGHT} in flight ({APPEND_SECONDS} s) | {:.0} | >= 50,000 | raw write+fdatasync of the same frames, {IN_FLIGHT} per sync, before / after: {:.0} / {:.0} | {:.2}x / {:.2}x |",
+        appends.per_second,
+        appends.raw_before,
+        appends.raw_after,
+        appends.per_second / appends.raw_before,
+        appends.per_second / appends.raw_after
+    );
+    println!(
+        "| ack latency p50 / p99 / max | {:.2} / {:.2} / {:.2} ms | p99 <= 10 ms | | |",
+        appends.p50_ms, appends.p99_ms, appends.max_ms
+    );
+    println!(
+        "| inclusion proof, random leaf of {} (mean of {proofs}) | {proof_us:.1} us | <= 100 us | | |",
+        size.0
+    );
+    println!(
+        "| offline verification, {} records, {:.0} MB, one thread | {:.0} records/s | >= 1,000,000/s | read + SHA-256 only: {:.0} records/s | {:.2}x |",
+        VERIFY_LOG,
+        bytes as f64 / 1e6,
+        VERIFY_LOG as f64 / verify_s,
+        VERIFY_LOG as f64 / raw_s,
+        raw_s / verify_s
+    );
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
