@@ -457,7 +457,7 @@ pub fn list_segments(dir: &Path) -> Result<Vec<(LeafIndex, PathBuf)>, SegmentErr
 
 /// Checks that a segment starting at `first` follows on from `expected` (the previous
 /// segment's end, or 0).
-pub fn check_continuity(
+pub(crate) fn check_continuity(
     file: &str,
     first: LeafIndex,
     expected: LeafIndex,
@@ -529,12 +529,12 @@ pub fn scan_segment_bytes(file: &str, bytes: &[u8]) -> Result<ScanSummary, Segme
 }
 
 /// Fsyncs a directory, so that a file created or renamed in it survives a crash.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
 /// Creates the segment starting at `first`: header written and synced, directory synced.
-pub fn create_segment(dir: &Path, first: LeafIndex) -> io::Result<(File, PathBuf)> {
+pub(crate) fn create_segment(dir: &Path, first: LeafIndex) -> io::Result<(File, PathBuf)> {
     let seg_dir = dir.join(SEGMENTS_DIR);
     let path = seg_dir.join(segment_file_name(first));
     let mut file = OpenOptions::new()
