@@ -32,10 +32,9 @@ pub struct GatewayConfig {
     #[serde(default)]
     pub hash_key: Option<PathBuf>,
     /// The secret that subjects' pseudonyms are keyed with (HMAC-SHA256): a file holding at
-    /// least 64 hex digits. Frequency limits count per pseudonym, never per ID. Required when a
-    /// rule has a `limit`; the same on every node sharing one state.
-    #[serde(default)]
-    pub pseudonym_key: Option<PathBuf>,
+    /// least 64 hex digits. The audit log and the shared state hold pseudonyms, never IDs. The
+    /// same on every node, and kept: auditors find a person's records by it.
+    pub pseudonym_key: PathBuf,
     /// Verifying consent tokens; required when a rule needs consent.
     #[serde(default)]
     pub consent: Option<ConsentConfig>,
@@ -48,6 +47,11 @@ pub struct GatewayConfig {
     /// same id within this time.
     #[serde(default = "default_replay_window_s")]
     pub replay_window_s: u64,
+    /// The node's audit log.
+    pub audit: AuditConfig,
+    /// The node's provenance signing key (Ed25519 PKCS#8, `isnad audit keygen`): every
+    /// response is signed with it.
+    pub provenance_key: PathBuf,
     /// The federation CA and this node's certificate and key.
     pub tls: TlsPaths,
     /// Provider endpoints that override the catalogue's, by agency id (a deployment detail:
@@ -57,6 +61,28 @@ pub struct GatewayConfig {
     /// Limits on what callers may ask.
     #[serde(default)]
     pub limits: Limits,
+}
+
+/// The node's audit log.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The log's directory (one writer: every node has its own).
+    pub dir: PathBuf,
+    /// The log's checkpoint signing key (Ed25519 PKCS#8, `isnad audit keygen`); its public half
+    /// is written to `<dir>/log.pub` for auditors.
+    pub key: PathBuf,
+    /// The log's origin, the first line of its checkpoints and its key's name [default:
+    /// `<federation>/audit/<node>`].
+    #[serde(default)]
+    pub origin: Option<String>,
+    /// How often a checkpoint is signed while the log grows, in milliseconds.
+    #[serde(default = "default_checkpoint_interval_ms")]
+    pub checkpoint_interval_ms: u64,
+}
+
+fn default_checkpoint_interval_ms() -> u64 {
+    1000
 }
 
 /// How consent tokens are verified.
@@ -174,19 +200,19 @@ impl GatewayConfig {
         let base = path.parent().unwrap_or(Path::new("."));
         for file in [
             &mut config.policy,
+            &mut config.pseudonym_key,
+            &mut config.audit.dir,
+            &mut config.audit.key,
+            &mut config.provenance_key,
             &mut config.tls.ca,
             &mut config.tls.cert,
             &mut config.tls.key,
         ] {
             *file = base.join(&*file);
         }
-        for file in [
-            &mut config.policy_signing_key,
-            &mut config.hash_key,
-            &mut config.pseudonym_key,
-        ]
-        .into_iter()
-        .flatten()
+        for file in [&mut config.policy_signing_key, &mut config.hash_key]
+            .into_iter()
+            .flatten()
         {
             *file = base.join(&*file);
         }

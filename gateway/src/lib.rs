@@ -3,15 +3,20 @@
 //!
 //! - [`pipeline`]: the steps of a `GetAttributes` request, one module each.
 //! - [`server`]: the gRPC server over mutual TLS (Exchange, health, reflection).
+//! - [`audit_trail`]: the node's audit log; [`audit_service`]: `isnad.v1.Audit` for auditors.
+//! - [`provenance`]: the signature every response carries, and how it is checked.
 //! - [`config`]: the configuration file of `isnad serve`.
 //! - [`consent_keys`]: the consent authorities' keys in force, reloaded when they change.
 //! - [`secrets`]: the hash and pseudonym keys.
 //! - [`cli`]: the `isnad` command.
 
+pub mod audit_service;
+pub mod audit_trail;
 pub mod cli;
 pub mod config;
 pub mod consent_keys;
 pub mod pipeline;
 pub mod policy_store;
+pub mod provenance;
 pub mod secrets;
 pub mod server;

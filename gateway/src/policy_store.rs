@@ -82,8 +82,6 @@ pub struct Capabilities {
     pub hash_key: bool,
     /// Consent tokens are verified (rules may require consent).
     pub consent: bool,
-    /// A `pseudonym_key` is configured (rules may have a `limit`).
-    pub pseudonym_key: bool,
 }
 
 /// What building provider channels needs.
@@ -278,11 +276,6 @@ fn check_capabilities(policy: &PolicySet, capabilities: Capabilities) -> Result<
         && let Some(rule) = rules.iter().find(|rule| rule.consent_required)
     {
         return Err(missing(rule, "requires consent", "consent"));
-    }
-    if !capabilities.pseudonym_key
-        && let Some(rule) = rules.iter().find(|rule| rule.limit.is_some())
-    {
-        return Err(missing(rule, "has a `limit`", "pseudonym_key"));
     }
     Ok(())
 }

@@ -43,6 +43,21 @@ pub(crate) fn ensure_hex_key(path: &Path) -> anyhow::Result<()> {
     write_private(path, format!("{hex}\n").as_bytes())
 }
 
+/// Writes `path` with a new Ed25519 key (PKCS#8 DER, mode 0600) unless it exists: the audit
+/// log's checkpoint key and the provenance key.
+pub(crate) fn ensure_ed25519_key(path: &Path) -> anyhow::Result<()> {
+    if path.exists() {
+        return Ok(());
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", parent.display()))?;
+    }
+    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
+        .map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
+    write_private(path, pkcs8.as_ref())
+}
+
 /// Creates `path` (it must not exist) readable by its owner only, and syncs it.
 pub(crate) fn write_private(path: &Path, content: &[u8]) -> anyhow::Result<()> {
     let mut options = std::fs::OpenOptions::new();

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use isnad_proto::errors;
 use isnad_proto::v1::admin_server::{Admin, AdminServer};
+use isnad_proto::v1::audit_server::AuditServer;
 use isnad_proto::v1::exchange_server::{Exchange, ExchangeServer};
 use isnad_proto::v1::{
     AttributesRequest, AttributesResponse, PolicyStatusRequest, PolicyStatusResponse,
@@ -18,10 +19,13 @@ use isnad_tls::{PeerInfo, TlsFiles};
 use tokio::net::TcpListener;
 use tonic::{Code, Request, Response, Status};
 
+use crate::audit_service::AuditService;
+use crate::audit_trail::AuditTrail;
 use crate::config::GatewayConfig;
 use crate::consent_keys::ConsentKeys;
 use crate::pipeline::{HashKey, Pipeline};
 use crate::policy_store::{Capabilities, PolicyStore, UpstreamSettings};
+use crate::provenance::ProvenanceSigner;
 use crate::secrets::{PseudonymKey, read_hex_key};
 use isnad_state::{ConsentState, SharedState};
 
@@ -252,18 +256,13 @@ impl Gateway {
             .as_deref()
             .map(|path| HashKey::new(&read_hex_key(path, "hash key")?))
             .transpose()?;
-        let pseudonyms = config
-            .pseudonym_key
-            .as_deref()
-            .map(PseudonymKey::from_file)
-            .transpose()?;
+        let pseudonyms = PseudonymKey::from_file(&config.pseudonym_key)?;
         let store = PolicyStore::load(
             config.policy.clone(),
             signing_key,
             Capabilities {
                 hash_key: hash_key.is_some(),
                 consent: config.consent.is_some(),
-                pseudonym_key: pseudonyms.is_some(),
             },
             UpstreamSettings {
                 overrides: config.upstreams.clone(),
@@ -295,6 +294,13 @@ impl Gateway {
             },
             "consent and shared state ready"
         );
+        let origin = config
+            .audit
+            .origin
+            .clone()
+            .unwrap_or_else(|| format!("{federation}/audit/{}", config.node));
+        let provenance = ProvenanceSigner::load(&config.node, &config.provenance_key)?;
+        let audit = AuditTrail::open(&config.audit, &origin)?;
         Ok(Gateway {
             pipeline: Arc::new(Pipeline {
                 store: Arc::new(store),
@@ -304,6 +310,9 @@ impl Gateway {
                 state: Arc::new(state),
                 pseudonyms,
                 replay_window: Duration::from_secs(config.replay_window_s),
+                node: config.node.clone(),
+                audit,
+                provenance,
             }),
             tls,
             accept: AcceptLimits {
@@ -333,6 +342,12 @@ impl Gateway {
             consent,
             state: self.pipeline.state.clone(),
         });
+        let audit = AuditServer::new(AuditService::new(
+            self.pipeline.audit.log().clone(),
+            self.pipeline.store.clone(),
+            self.pipeline.pseudonyms.clone(),
+        ));
+        let trail = self.pipeline.audit.clone();
         let exchange = ExchangeServer::new(ExchangeService {
             pipeline: self.pipeline,
         })
@@ -354,11 +369,14 @@ impl Gateway {
             .add_service(reflection)
             .add_service(exchange)
             .add_service(admin)
+            .add_service(audit)
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await;
         for task in reloads {
             task.abort();
         }
+        // Every answered request's record is durable already; sign what the last second added.
+        let _ = tokio::task::spawn_blocking(move || trail.close()).await;
         served?;
         Ok(())
     }

@@ -18,6 +18,7 @@ fn generate(out_dir: &Path) {
         "isnad/v1/exchange.proto",
         "isnad/v1/provider.proto",
         "isnad/v1/admin.proto",
+        "isnad/v1/audit.proto",
     ];
     let fds = protox::compile(files, [&root]).expect("the .proto files compile");
     std::fs::write(out_dir.join("isnad.v1.fds.bin"), fds.encode_to_vec()).expect("write fds");

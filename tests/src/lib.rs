@@ -238,35 +238,89 @@ impl Federation {
         limits: &str,
         extra: &str,
     ) -> Gateway {
+        let config = self.gateway_config(policy, upstreams, limits, extra);
+        self.start_gateway(&config)
+    }
+
+    /// Writes the configuration of a gateway node on a free port (see
+    /// [`Federation::serve_gateway_with`]), with its own audit log directory, without starting
+    /// it.
+    pub fn gateway_config(
+        &self,
+        policy: &Path,
+        upstreams: &[(&str, String)],
+        limits: &str,
+        extra: &str,
+    ) -> GatewayConfig {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let pki = self.pki();
         let mut upstream_lines = String::new();
         for (agency, endpoint) in upstreams {
-            upstream_lines.push_str(&format!("  {agency}: {endpoint}\n"));
+            upstream_lines.push_str(&format!("\n  {agency}: {endpoint}"));
         }
+        if upstreams.is_empty() {
+            upstream_lines.push_str(" {}");
+        }
+        let limits = if limits.is_empty() {
+            " {}".to_owned()
+        } else {
+            format!("\n{}", limits.trim_end_matches('\n'))
+        };
         let dir = self.dir.path().display();
+        let audit = self.dir.path().join(format!("audit-{}", addr.port()));
         let config = format!(
             "node: gateway\nlisten: {addr}\npolicy: {policy}\nhash_key: {dir}/hash.key\n\
              pseudonym_key: {dir}/pseudonym.key\n\
+             audit:\n  dir: {audit}\n  key: {dir}/keys/audit-log.pk8\n\
+             provenance_key: {dir}/keys/provenance.pk8\n\
              consent:\n  jwks: {dir}/consent/jwks.json\n  issuers: [\"https://consent.{FEDERATION}\"]\n\
              tls:\n  ca: {pki}/ca.pem\n  cert: {pki}/gateway.pem\n  key: {pki}/gateway.key\n\
-             upstreams:\n{upstream_lines}limits:\n{limits}{extra}",
+             upstreams:{upstream_lines}\nlimits:{limits}\n{extra}",
             policy = policy.display(),
             pki = pki.display(),
+            audit = audit.display(),
         );
         let path = self
             .dir
             .path()
             .join(format!("gateway-{}.yaml", addr.port()));
         std::fs::write(&path, config).unwrap();
+        GatewayConfig { addr, path, audit }
+    }
+
+    /// Starts `isnad serve` with `config` and waits until it accepts connections.
+    pub fn start_gateway(&self, config: &GatewayConfig) -> Gateway {
+        let log = self.dir.path().join(format!(
+            "gateway-{}-{}.log",
+            config.addr.port(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
         let mut process = Process::start(
-            &["serve", "--config", path.to_str().unwrap()],
-            self.dir.path().join(format!("gateway-{}.log", addr.port())),
+            &["serve", "--config", config.path.to_str().unwrap()],
+            log,
             &[],
         );
-        wait_for_port(addr, &mut process);
-        Gateway { addr, process }
+        wait_for_port(config.addr, &mut process);
+        Gateway {
+            addr: config.addr,
+            audit: config.audit.clone(),
+            process,
+        }
     }
+}
+
+/// A gateway node's configuration file, written by [`Federation::gateway_config`].
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The configuration file.
+    pub path: PathBuf,
+    /// Its audit log directory.
+    pub audit: PathBuf,
 }
 
 /// A gateway node started by [`Federation::serve_gateway`].
@@ -274,6 +328,8 @@ impl Federation {
 pub struct Gateway {
     /// Its address.
     pub addr: SocketAddr,
+    /// Its audit log directory.
+    pub audit: PathBuf,
     /// Its process.
     pub process: Process,
 }

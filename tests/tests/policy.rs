@@ -401,19 +401,14 @@ async fn a_gateway_refuses_to_start_on_an_unsigned_store_when_a_key_is_configure
     let key = isnad_policy::SigningKey::generate().expect("key");
     let public = store.path().join("team.pub");
     std::fs::write(&public, key.verifying_key().to_string()).expect("write");
-    let config = store.path().join("gateway.yaml");
-    let pki = federation.pki();
-    std::fs::write(
-        &config,
-        format!(
-            "node: gateway\nlisten: 127.0.0.1:1\npolicy: {}\nhash_key: {}\npolicy_signing_key: {}\ntls:\n  ca: {pki}/ca.pem\n  cert: {pki}/gateway.pem\n  key: {pki}/gateway.key\n",
-            store.path().display(),
-            federation.dir().join("hash.key").display(),
-            public.display(),
-            pki = pki.display(),
-        ),
-    )
-    .expect("write");
+    let config = federation
+        .gateway_config(
+            store.path(),
+            &[],
+            "",
+            &format!("policy_signing_key: {}\n", public.display()),
+        )
+        .path;
     let output = std::process::Command::new(isnad_tests::isnad_bin())
         .args(["serve", "--config"])
         .arg(&config)

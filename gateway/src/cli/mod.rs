@@ -1,5 +1,6 @@
 //! The `isnad` command.
 
+mod audit;
 mod certs;
 mod consent;
 mod demo;
@@ -7,6 +8,7 @@ mod policy;
 mod query;
 mod show;
 mod up;
+mod verify_response;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -68,6 +70,11 @@ enum Command {
     /// Policy store tools.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// The auditor's tools on an audit log directory: verify, export, query, proof; keygen.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
+    /// Check a response's provenance signature (and, optionally, its audit record).
+    VerifyResponse(verify_response::VerifyResponseArgs),
 }
 
 /// Runs the command line; the process exit code is its result.
@@ -75,7 +82,11 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let quiet = matches!(
         cli.command,
-        Command::Demo { .. } | Command::Query(_) | Command::Consent(_)
+        Command::Demo { .. }
+            | Command::Query(_)
+            | Command::Consent(_)
+            | Command::Audit(_)
+            | Command::VerifyResponse(_)
     );
     init_logging(if quiet { "warn" } else { "info" });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -144,6 +155,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Certs(command) => certs::run(command)?,
         Command::Consent(command) => return consent::run(command).await,
         Command::Policy(command) => return policy::run(command),
+        Command::Audit(command) => return audit::run(command),
+        Command::VerifyResponse(args) => return verify_response::run(args),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -52,6 +52,9 @@ pub(crate) struct QueryArgs {
     /// Print the response as JSON.
     #[arg(long)]
     json: bool,
+    /// Also write the response (protobuf bytes) to this file, e.g. for `isnad verify-response`.
+    #[arg(long)]
+    save: Option<PathBuf>,
 }
 
 /// A client of the gateway of the local federation in `dir`, calling as `name`.
@@ -111,6 +114,10 @@ pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
     match client.get_attributes(request).await {
         Ok(response) => {
             let response = response.into_inner();
+            if let Some(path) = &args.save {
+                std::fs::write(path, prost::Message::encode_to_vec(&response))
+                    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+            }
             if args.json {
                 println!(
                     "{}",
@@ -174,6 +181,10 @@ pub(crate) fn print_response(response: &AttributesResponse) {
             "  from {} ({}), policy {}",
             provenance.provider, provenance.dataset, provenance.policy_revision
         );
+        println!(
+            "  audit record {}, signed by {}",
+            provenance.audit_index, provenance.key_id
+        );
     }
 }
 
@@ -196,11 +207,24 @@ fn response_json(response: &AttributesResponse) -> serde_json::Value {
         .map(|t| serde_json::json!({"field": t.field, "transform": t.transform, "rule_id": t.rule_id}))
         .collect();
     let provenance = response.provenance.as_ref().map(|p| {
+        let fetched_at = p
+            .fetched_at
+            .and_then(|t| std::time::SystemTime::try_from(t).ok())
+            .and_then(|t| {
+                time::OffsetDateTime::from(t)
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            });
         serde_json::json!({
             "provider": p.provider,
             "dataset": p.dataset,
             "policy_revision": p.policy_revision,
             "audit_index": p.audit_index,
+            "fetched_at": fetched_at,
+            "request_id": p.request_id,
+            "subject_pseudonym": isnad_audit::hex(&p.subject_pseudonym),
+            "key_id": p.key_id,
+            "signature": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &p.signature),
         })
     });
     serde_json::json!({

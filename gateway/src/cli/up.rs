@@ -11,7 +11,7 @@ use isnad_policy::{FieldType, PolicySet};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ConsentConfig, GatewayConfig, Limits, TlsPaths};
+use crate::config::{AuditConfig, ConsentConfig, GatewayConfig, Limits, TlsPaths};
 
 /// The gateway node's name in the local federation.
 pub(crate) const GATEWAY_NODE: &str = "gateway";
@@ -71,6 +71,13 @@ fn write_yaml<T: serde::Serialize>(path: &Path, header: &str, value: &T) -> anyh
 fn secret_file(dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
     let path = dir.join(name);
     crate::secrets::ensure_hex_key(&path)?;
+    Ok(path)
+}
+
+/// `dir/keys/<name>`: an Ed25519 signing key made once and kept.
+fn ed25519_key(dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    let path = dir.join("keys").join(name);
+    crate::secrets::ensure_ed25519_key(&path)?;
     Ok(path)
 }
 
@@ -163,7 +170,14 @@ pub(crate) async fn start(
         policy_signing_key: None,
         policy_poll_ms: 1000,
         hash_key: Some(secret_file(&dir, "hash.key")?),
-        pseudonym_key: Some(secret_file(&dir, "pseudonym.key")?),
+        pseudonym_key: secret_file(&dir, "pseudonym.key")?,
+        audit: AuditConfig {
+            dir: dir.join("audit"),
+            key: ed25519_key(&dir, "audit-log.pk8")?,
+            origin: None,
+            checkpoint_interval_ms: 1000,
+        },
+        provenance_key: ed25519_key(&dir, "provenance.pk8")?,
         consent: Some(ConsentConfig {
             jwks: authority.jwks.clone(),
             issuers: vec![super::consent::dev_issuer(&trust_domain)],
@@ -191,6 +205,13 @@ pub(crate) async fn start(
         &config,
     )?;
     let config = GatewayConfig::from_file(&path)?;
+    // Consumers check responses' signatures with the node's public provenance key.
+    let provenance =
+        crate::provenance::ProvenanceSigner::load(&config.node, &config.provenance_key)?;
+    std::fs::write(
+        dir.join("provenance.pub"),
+        format!("{}\n", provenance.public()),
+    )?;
     let gateway = crate::server::Gateway::load(&config)?;
     let token = stop.clone();
     tasks.push(tokio::spawn(async move {
@@ -220,6 +241,15 @@ impl Running {
         println!(
             "  configuration      {}",
             self.dir.join("gateway.yaml").display()
+        );
+        println!(
+            "  audit log          {} (key {})",
+            self.dir.join("audit").display(),
+            self.dir.join("audit/log.pub").display()
+        );
+        println!(
+            "  provenance key     {}",
+            self.dir.join("provenance.pub").display()
         );
         println!();
         println!("Try:");

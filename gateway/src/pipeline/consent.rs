@@ -48,6 +48,15 @@ impl Verdict<'_> {
     }
 }
 
+/// The verdicts, and the consent some released field rests on.
+#[derive(Debug)]
+pub(crate) struct Checked<'p> {
+    /// One per requested field, in request order.
+    pub(crate) verdicts: Vec<Verdict<'p>>,
+    /// The consent id (`jti`) of the token that released a field, if one did.
+    pub(crate) consent_id: Option<String>,
+}
+
 /// What the step needs from the gateway.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Context<'a> {
@@ -56,7 +65,7 @@ pub(crate) struct Context<'a> {
     /// Revocations, uses, windows and request ids.
     pub(crate) state: &'a SharedState,
     /// For frequency limits, which count per subject pseudonym.
-    pub(crate) pseudonyms: Option<&'a PseudonymKey>,
+    pub(crate) pseudonyms: &'a PseudonymKey,
     /// How long a request id is remembered.
     pub(crate) replay_window: Duration,
 }
@@ -67,7 +76,7 @@ pub(crate) async fn check<'p>(
     admitted: &Admitted,
     decisions: &[FieldDecision<'p>],
     now: SystemTime,
-) -> Result<Vec<Verdict<'p>>, Denial> {
+) -> Result<Checked<'p>, Denial> {
     let request = &admitted.request;
     let needs_consent = decisions.iter().any(
         |decision| matches!(decision, FieldDecision::Release { rule, .. } if rule.consent_required),
@@ -134,19 +143,15 @@ pub(crate) async fn check<'p>(
         }
     }
     if consent.is_none() && limited.is_empty() {
-        return Ok(verdicts);
+        return Ok(Checked {
+            verdicts,
+            consent_id: None,
+        });
     }
-    let pseudonym = match (limited.is_empty(), context.pseudonyms) {
-        (true, _) => String::new(),
-        (false, Some(key)) => key.hex(&request.subject),
-        (false, None) => {
-            return Err(Denial::new(
-                Step::Consent,
-                Code::FailedPrecondition,
-                "policy_unusable",
-                "a rule has a frequency limit, but this gateway has no pseudonym_key",
-            ));
-        }
+    let pseudonym = if limited.is_empty() {
+        String::new()
+    } else {
+        context.pseudonyms.hex(&request.subject)
     };
     let rates: Vec<RateLimit<'_>> = limited
         .iter()
@@ -177,7 +182,10 @@ pub(crate) async fn check<'p>(
         rates: &rates,
     };
     match context.state.admit(&admission).await {
-        Ok(StateVerdict::Admitted { .. }) => Ok(verdicts),
+        Ok(StateVerdict::Admitted { .. }) => Ok(Checked {
+            verdicts,
+            consent_id: consent.map(|consent| consent.id),
+        }),
         Ok(StateVerdict::Refused(refusal)) => Err(refusal_denial(refusal)),
         Err(error) => Err(state_denial(&error)),
     }

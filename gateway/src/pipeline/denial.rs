@@ -18,6 +18,10 @@ pub enum Step {
     Consent,
     /// 6: the provider.
     Fetch,
+    /// 8: the audit record.
+    Audit,
+    /// 9: the provenance signature.
+    Sign,
 }
 
 impl fmt::Display for Step {
@@ -28,6 +32,8 @@ impl fmt::Display for Step {
             Step::Authorize => "authorize",
             Step::Consent => "consent",
             Step::Fetch => "fetch",
+            Step::Audit => "audit",
+            Step::Sign => "sign",
         })
     }
 }

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use isnad_policy::{Dataset, FieldType};
+use isnad_policy::{Dataset, FieldType, Rule};
 use isnad_proto::v1::{FieldOutcome, FieldTransform, Value, value::Kind};
 
 use super::consent::Verdict;
@@ -12,10 +12,12 @@ use super::transform::{self, HashKey};
 
 /// What is released, and how every other field ended.
 #[derive(Debug, Default)]
-pub(crate) struct Released {
+pub(crate) struct Released<'p> {
     pub(crate) attributes: HashMap<String, Value>,
     pub(crate) withheld: Vec<FieldOutcome>,
     pub(crate) transformed: Vec<FieldTransform>,
+    /// For the audit record: each released field, the treatment applied and its rule.
+    pub(crate) released: Vec<(String, String, &'p Rule)>,
 }
 
 /// What the transforms need besides the value.
@@ -26,13 +28,13 @@ pub(crate) struct TransformContext<'a> {
     pub(crate) today: time::Date,
 }
 
-pub(crate) fn release(
+pub(crate) fn release<'p>(
     dataset: &Dataset,
     fields: &[String],
-    verdicts: &[Verdict<'_>],
+    verdicts: &[Verdict<'p>],
     fetched: &mut HashMap<String, Value>,
     context: TransformContext<'_>,
-) -> Released {
+) -> Released<'p> {
     let mut out = Released {
         attributes: HashMap::with_capacity(fields.len()),
         ..Released::default()
@@ -63,6 +65,7 @@ pub(crate) fn release(
                 }
                 let Some(transform) = transform else {
                     out.attributes.insert(field.clone(), value);
+                    out.released.push((field.clone(), "allow".to_owned(), rule));
                     continue;
                 };
                 if consumer_key.is_none() {
@@ -78,6 +81,8 @@ pub(crate) fn release(
                             transform: transform.to_string(),
                             rule_id: rule_id.to_owned(),
                         });
+                        out.released
+                            .push((field.clone(), transform.to_string(), rule));
                     }
                     Err(transform::NotApplicable) => withhold("transform_failed", rule_id),
                 }

@@ -9,14 +9,20 @@
 //! 6 fetch         pooled mTLS channel to the provider, within the deadline   fetch.rs
 //! 7 filter        re-apply the decisions to the reply: drop extras, types,   filter.rs
 //!                 apply the policy's transforms                              transform.rs
-//! 8 audit         durable audit record before anything is released           (issue 5)
-//! 9 sign          provenance signature over the released attributes          (issue 5)
+//! 8 audit         the record of the request, released or refused, durable    audit.rs
+//!                 before anything is answered
+//! 9 sign          provenance signature over the released attributes and the  sign.rs
+//!                 audit index
 //! ```
 //!
 //! Every step either passes its output on or returns a [`Denial`]: nothing is released unless
-//! every step passed (fail closed). A denial names its step and a stable reason code.
+//! every step passed (fail closed). A denial names its step and a stable reason code. Refusals
+//! are audited too: step 8 runs for every request, with what the steps before learned
+//! ([`audit::Facts`]); a request whose record cannot be written is refused (`audit_unavailable`)
+//! whatever else it would have been.
 
 mod admit;
+mod audit;
 mod authenticate;
 mod authorize;
 mod consent;
@@ -24,6 +30,7 @@ mod denial;
 mod fetch;
 mod filter;
 mod minimize;
+mod sign;
 mod transform;
 
 use std::sync::Arc;
@@ -39,9 +46,11 @@ pub use denial::{Denial, Step};
 pub use fetch::Upstreams;
 pub use transform::HashKey;
 
+use crate::audit_trail::AuditTrail;
 use crate::config::Limits;
 use crate::consent_keys::ConsentKeys;
 use crate::policy_store::PolicyStore;
+use crate::provenance::ProvenanceSigner;
 use crate::secrets::PseudonymKey;
 
 /// Everything a request needs, shared by all requests.
@@ -58,10 +67,16 @@ pub struct Pipeline {
     pub consent: Option<Arc<ConsentKeys>>,
     /// Revocations, consent uses, frequency windows and request ids.
     pub state: Arc<isnad_state::SharedState>,
-    /// The key of subjects' pseudonyms.
-    pub pseudonyms: Option<PseudonymKey>,
+    /// The key of subjects' pseudonyms (the audit log and the shared state hold only those).
+    pub pseudonyms: PseudonymKey,
     /// How long a consumer's request id is remembered.
     pub replay_window: Duration,
+    /// This node's name, in its audit records.
+    pub node: String,
+    /// The node's audit log.
+    pub audit: AuditTrail,
+    /// The node's provenance key.
+    pub provenance: ProvenanceSigner,
 }
 
 impl Pipeline {
@@ -73,24 +88,53 @@ impl Pipeline {
         request: AttributesRequest,
     ) -> Result<AttributesResponse, Denial> {
         let current = self.store.current();
+        let mut facts = audit::Facts::new(&self.node, &current.policy, &request, &self.pseudonyms);
+        let answer = self
+            .decide_and_fetch(&current, &mut facts, peer, grpc_timeout, request)
+            .await;
+        // 8 audit: the record is durable before the caller hears anything.
+        let at = SystemTime::now();
+        let appended = self
+            .audit
+            .append(audit::record(&facts, &answer, at)?)
+            .await?;
+        let mut response = answer?;
+        // 9 sign: provenance over what is released, where it is recorded, and when.
+        sign::sign(&self.provenance, &mut response, &facts, appended.index, at)?;
+        Ok(response)
+    }
+
+    /// Steps 1 to 7. `facts` learns, step by step, what the audit record says.
+    async fn decide_and_fetch(
+        &self,
+        current: &crate::policy_store::Current,
+        facts: &mut audit::Facts,
+        peer: Option<&PeerInfo>,
+        grpc_timeout: Option<&str>,
+        request: AttributesRequest,
+    ) -> Result<AttributesResponse, Denial> {
         let policy = &current.policy;
         // 1 authenticate: who is calling.
+        facts.caller(peer);
         let principal = authenticate::principal(peer, policy.catalogue())?;
+        facts.consumer = principal.agency.as_str().to_owned();
         // 2 admit: is the request well-formed and within limits; by when must it finish.
         let admitted = admit::admit(&self.limits, grpc_timeout, request)?;
+        facts.admitted(&admitted, policy);
         // 3 authorize: what the policy decides for each field, today.
         let today = isnad_policy::today_utc();
         let decision = authorize::decide(policy, &principal, &admitted, today)?;
+        facts.provider = decision.provider.id.as_str().to_owned();
         if let Some(shadow) = &decision.shadow {
             report_shadow(&admitted, &principal, &decision.fields, shadow);
         }
         // 4 consent: a valid token for fields that need one; revocation, uses and limits.
         let verifier = self.consent.as_ref().map(|keys| keys.verifier());
-        let verdicts = consent::check(
+        let checked = consent::check(
             consent::Context {
                 verifier: verifier.as_deref(),
                 state: &self.state,
-                pseudonyms: self.pseudonyms.as_ref(),
+                pseudonyms: &self.pseudonyms,
                 replay_window: self.replay_window,
             },
             &principal,
@@ -99,6 +143,8 @@ impl Pipeline {
             SystemTime::now(),
         )
         .await?;
+        facts.consent_id = checked.consent_id;
+        let verdicts = checked.verdicts;
         // 5 minimize: only fields some verdict releases leave the gateway.
         let fields = &admitted.request.fields;
         let wanted = minimize::fields_to_fetch(fields, &verdicts);
@@ -131,6 +177,7 @@ impl Pipeline {
                 today,
             },
         );
+        facts.released(&released);
         Ok(AttributesResponse {
             attributes: released.attributes,
             withheld: released.withheld,
@@ -139,10 +186,8 @@ impl Pipeline {
                 provider: decision.provider.id.as_str().to_owned(),
                 dataset: decision.dataset.id.as_str().to_owned(),
                 policy_revision: policy.revision().as_str().to_owned(),
-                audit_index: 0,
-                fetched_at: Some(std::time::SystemTime::now().into()),
-                key_id: String::new(),
-                signature: Vec::new(),
+                request_id: admitted.request_id.clone(),
+                ..Provenance::default()
             }),
         })
     }

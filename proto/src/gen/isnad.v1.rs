@@ -63,6 +63,11 @@ pub struct FieldOutcome {
     #[prost(string, tag = "3")]
     pub rule_id: ::prost::alloc::string::String,
 }
+/// Where the attributes came from, signed by the gateway: a consumer can prove to anyone who
+/// trusts the gateway's provenance key that this gateway released exactly these attributes, for
+/// this request, under this policy, recorded at this audit index. The signature is Ed25519 over
+/// the canonical encoding in the README ("Verifying a response"); `isnad verify-response`
+/// checks it.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Provenance {
     /// The provider agency's id.
@@ -78,11 +83,17 @@ pub struct Provenance {
     pub audit_index: u64,
     #[prost(message, optional, tag = "5")]
     pub fetched_at: ::core::option::Option<::prost_types::Timestamp>,
-    /// Id of the key that made `signature`.
+    /// Id of the key that made `signature`: <node name>+\<8 hex digits of SHA-256 of the public key>.
     #[prost(string, tag = "6")]
     pub key_id: ::prost::alloc::string::String,
     #[prost(bytes = "vec", tag = "7")]
     pub signature: ::prost::alloc::vec::Vec<u8>,
+    /// The request id (the caller's, or the one the gateway assigned).
+    #[prost(string, tag = "8")]
+    pub request_id: ::prost::alloc::string::String,
+    /// HMAC-SHA256(pseudonym key, subject): how the audit log names the subject.
+    #[prost(bytes = "vec", tag = "9")]
+    pub subject_pseudonym: ::prost::alloc::vec::Vec<u8>,
 }
 /// A typed attribute value.
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -1267,6 +1278,939 @@ pub mod admin_server {
     /// Generated gRPC service name
     pub const SERVICE_NAME: &str = "isnad.v1.Admin";
     impl<T> tonic::server::NamedService for AdminServer<T> {
+        const NAME: &'static str = SERVICE_NAME;
+    }
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct AuditQuery {
+    /// The subject as requests name it; the gateway computes its pseudonym. Empty: any.
+    #[prost(string, tag = "1")]
+    pub subject: ::prost::alloc::string::String,
+    /// Agency ids and names as in the catalogue. Empty: any.
+    #[prost(string, tag = "2")]
+    pub consumer: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub provider: ::prost::alloc::string::String,
+    #[prost(string, tag = "4")]
+    pub dataset: ::prost::alloc::string::String,
+    #[prost(string, tag = "5")]
+    pub purpose: ::prost::alloc::string::String,
+    /// Time range, inclusive; unset: open.
+    #[prost(message, optional, tag = "6")]
+    pub since: ::core::option::Option<::prost_types::Timestamp>,
+    #[prost(message, optional, tag = "7")]
+    pub until: ::core::option::Option<::prost_types::Timestamp>,
+    /// At most this many records (at most 1,000; 0: 100).
+    #[prost(uint32, tag = "8")]
+    pub limit: u32,
+    /// Only records after this leaf index (paging: the last index of the previous page). Unset:
+    /// from the start.
+    #[prost(uint64, optional, tag = "9")]
+    pub after: ::core::option::Option<u64>,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct AuditQueryResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub entries: ::prost::alloc::vec::Vec<AuditEntry>,
+    /// The checkpoint every proof is against.
+    #[prost(message, optional, tag = "2")]
+    pub checkpoint: ::core::option::Option<SignedCheckpoint>,
+    /// True when `limit` cut the answer: ask again with `after` = the last entry's index.
+    #[prost(bool, tag = "3")]
+    pub more: bool,
+}
+/// One record of the log.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct AuditEntry {
+    #[prost(uint64, tag = "1")]
+    pub index: u64,
+    /// The record's exact bytes (the leaf is SHA-256(0x00 || leaf)), see audit/README.md.
+    #[prost(bytes = "vec", tag = "2")]
+    pub leaf: ::prost::alloc::vec::Vec<u8>,
+    #[prost(message, optional, tag = "3")]
+    pub record: ::core::option::Option<AuditRecordView>,
+    /// The audit path from the leaf to the root of the checkpoint's tree (empty in Export).
+    #[prost(bytes = "vec", repeated, tag = "4")]
+    pub inclusion_proof: ::prost::alloc::vec::Vec<::prost::alloc::vec::Vec<u8>>,
+}
+/// A record, decoded for people and tools. `leaf` is what is signed and proven.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct AuditRecordView {
+    #[prost(message, optional, tag = "1")]
+    pub time: ::core::option::Option<::prost_types::Timestamp>,
+    #[prost(string, tag = "2")]
+    pub node: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub request_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "4")]
+    pub consumer: ::prost::alloc::string::String,
+    #[prost(string, tag = "5")]
+    pub provider: ::prost::alloc::string::String,
+    #[prost(string, tag = "6")]
+    pub dataset: ::prost::alloc::string::String,
+    #[prost(string, tag = "7")]
+    pub purpose: ::prost::alloc::string::String,
+    #[prost(string, tag = "8")]
+    pub legal_basis: ::prost::alloc::string::String,
+    #[prost(string, tag = "9")]
+    pub basis_reference: ::prost::alloc::string::String,
+    #[prost(string, tag = "10")]
+    pub consent_id: ::prost::alloc::string::String,
+    /// HMAC-SHA256(pseudonym key, subject), lowercase hex.
+    #[prost(string, tag = "11")]
+    pub subject_pseudonym: ::prost::alloc::string::String,
+    #[prost(string, repeated, tag = "12")]
+    pub requested: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    #[prost(message, repeated, tag = "13")]
+    pub released: ::prost::alloc::vec::Vec<ReleasedField>,
+    #[prost(message, repeated, tag = "14")]
+    pub withheld: ::prost::alloc::vec::Vec<FieldOutcome>,
+    /// "released", "withheld" (answered, nothing released) or "refused".
+    #[prost(string, tag = "15")]
+    pub decision: ::prost::alloc::string::String,
+    /// For a refusal: the pipeline step and reason code.
+    #[prost(string, tag = "16")]
+    pub refused_step: ::prost::alloc::string::String,
+    #[prost(string, tag = "17")]
+    pub refused_reason: ::prost::alloc::string::String,
+    /// sha256:<hex> of the policy store that decided.
+    #[prost(string, tag = "18")]
+    pub policy_revision: ::prost::alloc::string::String,
+    /// SHA-256 of the released attributes' canonical encoding, hex (all zeros when none).
+    #[prost(string, tag = "19")]
+    pub released_digest: ::prost::alloc::string::String,
+    #[prost(string, tag = "20")]
+    pub status: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ReleasedField {
+    #[prost(string, tag = "1")]
+    pub field: ::prost::alloc::string::String,
+    /// "allow" or the transform, e.g. "age_over(21)".
+    #[prost(string, tag = "2")]
+    pub treatment: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub rule_id: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SignedCheckpoint {
+    /// The C2SP signed note, exactly as signed (origin, size, base64 root, blank line, signature).
+    #[prost(string, tag = "1")]
+    pub note: ::prost::alloc::string::String,
+    #[prost(uint64, tag = "2")]
+    pub tree_size: u64,
+    #[prost(bytes = "vec", tag = "3")]
+    pub root_hash: ::prost::alloc::vec::Vec<u8>,
+    /// The log's verifier key: <name>+<key id hex>+\<base64(0x01 || Ed25519 public key)>.
+    #[prost(string, tag = "4")]
+    pub verifier_key: ::prost::alloc::string::String,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct CheckpointRequest {}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct CheckpointResponse {
+    #[prost(message, optional, tag = "1")]
+    pub checkpoint: ::core::option::Option<SignedCheckpoint>,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct InclusionProofRequest {
+    #[prost(uint64, tag = "1")]
+    pub index: u64,
+    /// The tree size to prove against; 0: the latest checkpoint's.
+    #[prost(uint64, tag = "2")]
+    pub tree_size: u64,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct InclusionProofResponse {
+    #[prost(uint64, tag = "1")]
+    pub index: u64,
+    #[prost(uint64, tag = "2")]
+    pub tree_size: u64,
+    #[prost(bytes = "vec", tag = "3")]
+    pub leaf_hash: ::prost::alloc::vec::Vec<u8>,
+    #[prost(bytes = "vec", repeated, tag = "4")]
+    pub proof: ::prost::alloc::vec::Vec<::prost::alloc::vec::Vec<u8>>,
+    /// The latest checkpoint (its size may differ from `tree_size`).
+    #[prost(message, optional, tag = "5")]
+    pub checkpoint: ::core::option::Option<SignedCheckpoint>,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ConsistencyProofRequest {
+    #[prost(uint64, tag = "1")]
+    pub old_size: u64,
+    /// 0: the latest checkpoint's size.
+    #[prost(uint64, tag = "2")]
+    pub new_size: u64,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ConsistencyProofResponse {
+    #[prost(uint64, tag = "1")]
+    pub old_size: u64,
+    #[prost(uint64, tag = "2")]
+    pub new_size: u64,
+    #[prost(bytes = "vec", repeated, tag = "3")]
+    pub proof: ::prost::alloc::vec::Vec<::prost::alloc::vec::Vec<u8>>,
+    #[prost(message, optional, tag = "4")]
+    pub checkpoint: ::core::option::Option<SignedCheckpoint>,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ExportRequest {
+    #[prost(uint64, tag = "1")]
+    pub from: u64,
+    /// Exclusive; 0: the latest checkpoint's size.
+    #[prost(uint64, tag = "2")]
+    pub to: u64,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SubjectReportRequest {
+    /// The person, as requests name them.
+    #[prost(string, tag = "1")]
+    pub subject: ::prost::alloc::string::String,
+    #[prost(message, optional, tag = "2")]
+    pub since: ::core::option::Option<::prost_types::Timestamp>,
+    #[prost(message, optional, tag = "3")]
+    pub until: ::core::option::Option<::prost_types::Timestamp>,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct SubjectReportResponse {
+    /// Every access, oldest first.
+    #[prost(message, repeated, tag = "1")]
+    pub accesses: ::prost::alloc::vec::Vec<SubjectAccess>,
+    /// How many were released, withheld as a whole, refused.
+    #[prost(uint32, tag = "2")]
+    pub released: u32,
+    #[prost(uint32, tag = "3")]
+    pub withheld: u32,
+    #[prost(uint32, tag = "4")]
+    pub refused: u32,
+    #[prost(message, optional, tag = "5")]
+    pub checkpoint: ::core::option::Option<SignedCheckpoint>,
+}
+/// One access to a person's data, in words a citizen reads, with its proof.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct SubjectAccess {
+    #[prost(message, optional, tag = "1")]
+    pub time: ::core::option::Option<::prost_types::Timestamp>,
+    /// The agency that asked.
+    #[prost(string, tag = "2")]
+    pub consumer: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub provider: ::prost::alloc::string::String,
+    #[prost(string, tag = "4")]
+    pub dataset: ::prost::alloc::string::String,
+    #[prost(string, tag = "5")]
+    pub purpose: ::prost::alloc::string::String,
+    /// statute / consent / court_order and the law or order it rests on.
+    #[prost(string, tag = "6")]
+    pub legal_basis: ::prost::alloc::string::String,
+    #[prost(string, tag = "7")]
+    pub basis_reference: ::prost::alloc::string::String,
+    /// What it received, and how ("full_name_en", "date_of_birth as age_over(21)").
+    #[prost(message, repeated, tag = "8")]
+    pub released: ::prost::alloc::vec::Vec<ReleasedField>,
+    #[prost(string, tag = "9")]
+    pub decision: ::prost::alloc::string::String,
+    #[prost(message, optional, tag = "10")]
+    pub entry: ::core::option::Option<AuditEntry>,
+}
+/// Generated client implementations.
+pub mod audit_client {
+    #![allow(
+        unused_variables,
+        dead_code,
+        missing_docs,
+        clippy::wildcard_imports,
+        clippy::let_unit_value,
+    )]
+    use tonic::codegen::*;
+    use tonic::codegen::http::Uri;
+    /// The gateway's audit log, for auditors (spiffe://<federation>/auditor/<name>); every other
+    /// caller gets PERMISSION_DENIED ("not_auditor"). Every access the gateway decided on, released
+    /// or refused, is one record of an append-only Merkle tree (RFC 6962), signed every second in a
+    /// C2SP checkpoint. Answers carry inclusion proofs, so an auditor checks them against a
+    /// checkpoint with the log's public key and need not trust the gateway; `isnad audit verify`
+    /// recomputes a whole log directory offline.
+    #[derive(Debug, Clone)]
+    pub struct AuditClient<T> {
+        inner: tonic::client::Grpc<T>,
+    }
+    impl AuditClient<tonic::transport::Channel> {
+        /// Attempt to create a new client by connecting to a given endpoint.
+        pub async fn connect<D>(dst: D) -> Result<Self, tonic::transport::Error>
+        where
+            D: TryInto<tonic::transport::Endpoint>,
+            D::Error: Into<StdError>,
+        {
+            let conn = tonic::transport::Endpoint::new(dst)?.connect().await?;
+            Ok(Self::new(conn))
+        }
+    }
+    impl<T> AuditClient<T>
+    where
+        T: tonic::client::GrpcService<tonic::body::Body>,
+        T::Error: Into<StdError>,
+        T::ResponseBody: Body<Data = Bytes> + std::marker::Send + 'static,
+        <T::ResponseBody as Body>::Error: Into<StdError> + std::marker::Send,
+    {
+        pub fn new(inner: T) -> Self {
+            let inner = tonic::client::Grpc::new(inner);
+            Self { inner }
+        }
+        pub fn with_origin(inner: T, origin: Uri) -> Self {
+            let inner = tonic::client::Grpc::with_origin(inner, origin);
+            Self { inner }
+        }
+        pub fn with_interceptor<F>(
+            inner: T,
+            interceptor: F,
+        ) -> AuditClient<InterceptedService<T, F>>
+        where
+            F: tonic::service::Interceptor,
+            T::ResponseBody: Default,
+            T: tonic::codegen::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<
+                    <T as tonic::client::GrpcService<tonic::body::Body>>::ResponseBody,
+                >,
+            >,
+            <T as tonic::codegen::Service<
+                http::Request<tonic::body::Body>,
+            >>::Error: Into<StdError> + std::marker::Send + std::marker::Sync,
+        {
+            AuditClient::new(InterceptedService::new(inner, interceptor))
+        }
+        /// Compress requests with the given encoding.
+        ///
+        /// This requires the server to support it otherwise it might respond with an
+        /// error.
+        #[must_use]
+        pub fn send_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.inner = self.inner.send_compressed(encoding);
+            self
+        }
+        /// Enable decompressing responses.
+        #[must_use]
+        pub fn accept_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.inner = self.inner.accept_compressed(encoding);
+            self
+        }
+        /// Limits the maximum size of a decoded message.
+        ///
+        /// Default: `4MB`
+        #[must_use]
+        pub fn max_decoding_message_size(mut self, limit: usize) -> Self {
+            self.inner = self.inner.max_decoding_message_size(limit);
+            self
+        }
+        /// Limits the maximum size of an encoded message.
+        ///
+        /// Default: `usize::MAX`
+        #[must_use]
+        pub fn max_encoding_message_size(mut self, limit: usize) -> Self {
+            self.inner = self.inner.max_encoding_message_size(limit);
+            self
+        }
+        /// Records matching every given criterion, oldest first, each with its inclusion proof in
+        /// the tree of `checkpoint`.
+        pub async fn query(
+            &mut self,
+            request: impl tonic::IntoRequest<super::AuditQuery>,
+        ) -> std::result::Result<
+            tonic::Response<super::AuditQueryResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static("/isnad.v1.Audit/Query");
+            let mut req = request.into_request();
+            req.extensions_mut().insert(GrpcMethod::new("isnad.v1.Audit", "Query"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// The latest signed checkpoint and the log's verifier key.
+        pub async fn get_checkpoint(
+            &mut self,
+            request: impl tonic::IntoRequest<super::CheckpointRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::CheckpointResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/isnad.v1.Audit/GetCheckpoint",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("isnad.v1.Audit", "GetCheckpoint"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// The inclusion proof of one record in the tree of `tree_size` records.
+        pub async fn get_inclusion_proof(
+            &mut self,
+            request: impl tonic::IntoRequest<super::InclusionProofRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::InclusionProofResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/isnad.v1.Audit/GetInclusionProof",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("isnad.v1.Audit", "GetInclusionProof"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// The consistency proof between two tree sizes (RFC 9162 section 2.1.4).
+        pub async fn get_consistency_proof(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ConsistencyProofRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ConsistencyProofResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/isnad.v1.Audit/GetConsistencyProof",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("isnad.v1.Audit", "GetConsistencyProof"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Records `from` (inclusive) to `to` (exclusive), exact bytes and decoded, in order.
+        pub async fn export(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ExportRequest>,
+        ) -> std::result::Result<
+            tonic::Response<tonic::codec::Streaming<super::AuditEntry>>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static("/isnad.v1.Audit/Export");
+            let mut req = request.into_request();
+            req.extensions_mut().insert(GrpcMethod::new("isnad.v1.Audit", "Export"));
+            self.inner.server_streaming(req, path, codec).await
+        }
+        /// Who read this person's data: every access to the subject, by agency, time, dataset,
+        /// purpose and legal basis, with proofs. The Data Tracker of this system.
+        pub async fn subject_report(
+            &mut self,
+            request: impl tonic::IntoRequest<super::SubjectReportRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::SubjectReportResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/isnad.v1.Audit/SubjectReport",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("isnad.v1.Audit", "SubjectReport"));
+            self.inner.unary(req, path, codec).await
+        }
+    }
+}
+/// Generated server implementations.
+pub mod audit_server {
+    #![allow(
+        unused_variables,
+        dead_code,
+        missing_docs,
+        clippy::wildcard_imports,
+        clippy::let_unit_value,
+    )]
+    use tonic::codegen::*;
+    /// Generated trait containing gRPC methods that should be implemented for use with AuditServer.
+    #[async_trait]
+    pub trait Audit: std::marker::Send + std::marker::Sync + 'static {
+        /// Records matching every given criterion, oldest first, each with its inclusion proof in
+        /// the tree of `checkpoint`.
+        async fn query(
+            &self,
+            request: tonic::Request<super::AuditQuery>,
+        ) -> std::result::Result<
+            tonic::Response<super::AuditQueryResponse>,
+            tonic::Status,
+        >;
+        /// The latest signed checkpoint and the log's verifier key.
+        async fn get_checkpoint(
+            &self,
+            request: tonic::Request<super::CheckpointRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::CheckpointResponse>,
+            tonic::Status,
+        >;
+        /// The inclusion proof of one record in the tree of `tree_size` records.
+        async fn get_inclusion_proof(
+            &self,
+            request: tonic::Request<super::InclusionProofRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::InclusionProofResponse>,
+            tonic::Status,
+        >;
+        /// The consistency proof between two tree sizes (RFC 9162 section 2.1.4).
+        async fn get_consistency_proof(
+            &self,
+            request: tonic::Request<super::ConsistencyProofRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ConsistencyProofResponse>,
+            tonic::Status,
+        >;
+        /// Server streaming response type for the Export method.
+        type ExportStream: tonic::codegen::tokio_stream::Stream<
+                Item = std::result::Result<super::AuditEntry, tonic::Status>,
+            >
+            + std::marker::Send
+            + 'static;
+        /// Records `from` (inclusive) to `to` (exclusive), exact bytes and decoded, in order.
+        async fn export(
+            &self,
+            request: tonic::Request<super::ExportRequest>,
+        ) -> std::result::Result<tonic::Response<Self::ExportStream>, tonic::Status>;
+        /// Who read this person's data: every access to the subject, by agency, time, dataset,
+        /// purpose and legal basis, with proofs. The Data Tracker of this system.
+        async fn subject_report(
+            &self,
+            request: tonic::Request<super::SubjectReportRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::SubjectReportResponse>,
+            tonic::Status,
+        >;
+    }
+    /// The gateway's audit log, for auditors (spiffe://<federation>/auditor/<name>); every other
+    /// caller gets PERMISSION_DENIED ("not_auditor"). Every access the gateway decided on, released
+    /// or refused, is one record of an append-only Merkle tree (RFC 6962), signed every second in a
+    /// C2SP checkpoint. Answers carry inclusion proofs, so an auditor checks them against a
+    /// checkpoint with the log's public key and need not trust the gateway; `isnad audit verify`
+    /// recomputes a whole log directory offline.
+    #[derive(Debug)]
+    pub struct AuditServer<T> {
+        inner: Arc<T>,
+        accept_compression_encodings: EnabledCompressionEncodings,
+        send_compression_encodings: EnabledCompressionEncodings,
+        max_decoding_message_size: Option<usize>,
+        max_encoding_message_size: Option<usize>,
+    }
+    impl<T> AuditServer<T> {
+        pub fn new(inner: T) -> Self {
+            Self::from_arc(Arc::new(inner))
+        }
+        pub fn from_arc(inner: Arc<T>) -> Self {
+            Self {
+                inner,
+                accept_compression_encodings: Default::default(),
+                send_compression_encodings: Default::default(),
+                max_decoding_message_size: None,
+                max_encoding_message_size: None,
+            }
+        }
+        pub fn with_interceptor<F>(
+            inner: T,
+            interceptor: F,
+        ) -> InterceptedService<Self, F>
+        where
+            F: tonic::service::Interceptor,
+        {
+            InterceptedService::new(Self::new(inner), interceptor)
+        }
+        /// Enable decompressing requests with the given encoding.
+        #[must_use]
+        pub fn accept_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.accept_compression_encodings.enable(encoding);
+            self
+        }
+        /// Compress responses with the given encoding, if the client supports it.
+        #[must_use]
+        pub fn send_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.send_compression_encodings.enable(encoding);
+            self
+        }
+        /// Limits the maximum size of a decoded message.
+        ///
+        /// Default: `4MB`
+        #[must_use]
+        pub fn max_decoding_message_size(mut self, limit: usize) -> Self {
+            self.max_decoding_message_size = Some(limit);
+            self
+        }
+        /// Limits the maximum size of an encoded message.
+        ///
+        /// Default: `usize::MAX`
+        #[must_use]
+        pub fn max_encoding_message_size(mut self, limit: usize) -> Self {
+            self.max_encoding_message_size = Some(limit);
+            self
+        }
+    }
+    impl<T, B> tonic::codegen::Service<http::Request<B>> for AuditServer<T>
+    where
+        T: Audit,
+        B: Body + std::marker::Send + 'static,
+        B::Error: Into<StdError> + std::marker::Send + 'static,
+    {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = std::convert::Infallible;
+        type Future = BoxFuture<Self::Response, Self::Error>;
+        fn poll_ready(
+            &mut self,
+            _cx: &mut Context<'_>,
+        ) -> Poll<std::result::Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, req: http::Request<B>) -> Self::Future {
+            match req.uri().path() {
+                "/isnad.v1.Audit/Query" => {
+                    #[allow(non_camel_case_types)]
+                    struct QuerySvc<T: Audit>(pub Arc<T>);
+                    impl<T: Audit> tonic::server::UnaryService<super::AuditQuery>
+                    for QuerySvc<T> {
+                        type Response = super::AuditQueryResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::AuditQuery>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Audit>::query(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = QuerySvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/isnad.v1.Audit/GetCheckpoint" => {
+                    #[allow(non_camel_case_types)]
+                    struct GetCheckpointSvc<T: Audit>(pub Arc<T>);
+                    impl<T: Audit> tonic::server::UnaryService<super::CheckpointRequest>
+                    for GetCheckpointSvc<T> {
+                        type Response = super::CheckpointResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::CheckpointRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Audit>::get_checkpoint(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = GetCheckpointSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/isnad.v1.Audit/GetInclusionProof" => {
+                    #[allow(non_camel_case_types)]
+                    struct GetInclusionProofSvc<T: Audit>(pub Arc<T>);
+                    impl<
+                        T: Audit,
+                    > tonic::server::UnaryService<super::InclusionProofRequest>
+                    for GetInclusionProofSvc<T> {
+                        type Response = super::InclusionProofResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::InclusionProofRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Audit>::get_inclusion_proof(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = GetInclusionProofSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/isnad.v1.Audit/GetConsistencyProof" => {
+                    #[allow(non_camel_case_types)]
+                    struct GetConsistencyProofSvc<T: Audit>(pub Arc<T>);
+                    impl<
+                        T: Audit,
+                    > tonic::server::UnaryService<super::ConsistencyProofRequest>
+                    for GetConsistencyProofSvc<T> {
+                        type Response = super::ConsistencyProofResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ConsistencyProofRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Audit>::get_consistency_proof(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = GetConsistencyProofSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/isnad.v1.Audit/Export" => {
+                    #[allow(non_camel_case_types)]
+                    struct ExportSvc<T: Audit>(pub Arc<T>);
+                    impl<
+                        T: Audit,
+                    > tonic::server::ServerStreamingService<super::ExportRequest>
+                    for ExportSvc<T> {
+                        type Response = super::AuditEntry;
+                        type ResponseStream = T::ExportStream;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::ResponseStream>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ExportRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Audit>::export(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ExportSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.server_streaming(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/isnad.v1.Audit/SubjectReport" => {
+                    #[allow(non_camel_case_types)]
+                    struct SubjectReportSvc<T: Audit>(pub Arc<T>);
+                    impl<
+                        T: Audit,
+                    > tonic::server::UnaryService<super::SubjectReportRequest>
+                    for SubjectReportSvc<T> {
+                        type Response = super::SubjectReportResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::SubjectReportRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Audit>::subject_report(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = SubjectReportSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                _ => {
+                    Box::pin(async move {
+                        let mut response = http::Response::new(
+                            tonic::body::Body::default(),
+                        );
+                        let headers = response.headers_mut();
+                        headers
+                            .insert(
+                                tonic::Status::GRPC_STATUS,
+                                (tonic::Code::Unimplemented as i32).into(),
+                            );
+                        headers
+                            .insert(
+                                http::header::CONTENT_TYPE,
+                                tonic::metadata::GRPC_CONTENT_TYPE,
+                            );
+                        Ok(response)
+                    })
+                }
+            }
+        }
+    }
+    impl<T> Clone for AuditServer<T> {
+        fn clone(&self) -> Self {
+            let inner = self.inner.clone();
+            Self {
+                inner,
+                accept_compression_encodings: self.accept_compression_encodings,
+                send_compression_encodings: self.send_compression_encodings,
+                max_decoding_message_size: self.max_decoding_message_size,
+                max_encoding_message_size: self.max_encoding_message_size,
+            }
+        }
+    }
+    /// Generated gRPC service name
+    pub const SERVICE_NAME: &str = "isnad.v1.Audit";
+    impl<T> tonic::server::NamedService for AuditServer<T> {
         const NAME: &'static str = SERVICE_NAME;
     }
 }

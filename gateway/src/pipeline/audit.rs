@@ -1,0 +1,227 @@
+//! Step 8: the audit record of the request, released or refused.
+//!
+//! [`Facts`] collects what the steps learn as they pass: who called, what was asked, who
+//! provides it, what was released, how and under which rules, what was withheld and why. A
+//! refusal is recorded with what was known when it happened: a request refused before it was
+//! admitted has no field list, and names only what is safe to keep (a dataset or purpose that is
+//! not a plain name is recorded as empty, never as the bytes sent). The subject is recorded
+//! only as its keyed pseudonym.
+
+use std::time::SystemTime;
+
+use isnad_audit::{AuditRecord, Decision, Released as AuditReleased, SubjectPseudonym, Withheld};
+use isnad_policy::PolicySet;
+use isnad_proto::v1::{AttributesRequest, AttributesResponse};
+use isnad_tls::PeerInfo;
+use tonic::Code;
+
+use super::filter::Released;
+use super::{Admitted, Denial, Step};
+use crate::secrets::PseudonymKey;
+
+/// The longest name kept from a request that was not admitted.
+const MAX_UNADMITTED_NAME: usize = 128;
+
+/// What the audit record of one request says.
+#[derive(Debug)]
+pub(crate) struct Facts {
+    node: String,
+    pub(crate) consumer: String,
+    request_id: String,
+    subject: SubjectPseudonym,
+    dataset: String,
+    purpose: String,
+    requested: Vec<String>,
+    pub(crate) provider: String,
+    legal_basis: String,
+    basis_reference: String,
+    pub(crate) consent_id: Option<String>,
+    released: Vec<AuditReleased>,
+    withheld: Vec<Withheld>,
+    policy_revision: [u8; 32],
+    released_digest: [u8; 32],
+}
+
+/// A name from an unchecked request, if it is a plain one.
+fn plain(name: &str) -> String {
+    let ok = name.len() <= MAX_UNADMITTED_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+    if ok { name.to_owned() } else { String::new() }
+}
+
+impl Facts {
+    /// What is known before any step: the node, the policy, the names the request gives (kept
+    /// only if they are plain names) and the subject's pseudonym.
+    pub(crate) fn new(
+        node: &str,
+        policy: &PolicySet,
+        request: &AttributesRequest,
+        pseudonyms: &PseudonymKey,
+    ) -> Facts {
+        Facts {
+            node: node.to_owned(),
+            consumer: String::new(),
+            request_id: plain(&request.request_id),
+            subject: SubjectPseudonym(pseudonyms.of(&request.subject)),
+            dataset: plain(&request.dataset),
+            purpose: plain(&request.purpose),
+            requested: Vec::new(),
+            provider: String::new(),
+            legal_basis: String::new(),
+            basis_reference: String::new(),
+            consent_id: None,
+            released: Vec::new(),
+            withheld: Vec::new(),
+            policy_revision: *policy.revision().digest(),
+            released_digest: [0; 32],
+        }
+    }
+
+    /// Step 1: the caller's SPIFFE ID, until it is known to be an agency.
+    pub(crate) fn caller(&mut self, peer: Option<&PeerInfo>) {
+        self.consumer = match peer.map(|peer| &peer.identity) {
+            Some(Ok(id)) => id.as_str().to_owned(),
+            Some(Err(_)) => "(no SPIFFE ID)".to_owned(),
+            None => "(no client identity)".to_owned(),
+        };
+    }
+
+    /// Step 2: the admitted request, and the dataset's provider if the catalogue has it.
+    pub(crate) fn admitted(&mut self, admitted: &Admitted, policy: &PolicySet) {
+        let request = &admitted.request;
+        self.request_id = admitted.request_id.clone();
+        self.dataset = request.dataset.clone();
+        self.purpose = request.purpose.clone();
+        self.requested = request.fields.clone();
+        if let Some(dataset) = policy.catalogue().datasets.get(request.dataset.as_str()) {
+            self.provider = dataset.provider.as_str().to_owned();
+        }
+    }
+
+    /// Step 7: what is released and withheld, and the legal bases it rests on.
+    pub(crate) fn released(&mut self, released: &Released<'_>) {
+        let mut bases: Vec<&str> = Vec::new();
+        let mut references: Vec<&str> = Vec::new();
+        for (_, _, rule) in &released.released {
+            if let Some(basis) = &rule.basis {
+                if !bases.contains(&basis.code()) {
+                    bases.push(basis.code());
+                }
+                if let Some(reference) = basis.reference()
+                    && !references.contains(&reference)
+                {
+                    references.push(reference);
+                }
+            }
+        }
+        bases.sort_unstable();
+        self.legal_basis = bases.join(",");
+        self.basis_reference = references.join("; ");
+        self.released = released
+            .released
+            .iter()
+            .map(|(field, treatment, rule)| AuditReleased {
+                field: field.clone(),
+                treatment: treatment.clone(),
+                rule_id: rule.id.as_str().to_owned(),
+            })
+            .collect();
+        self.withheld = released
+            .withheld
+            .iter()
+            .map(|outcome| Withheld {
+                field: outcome.field.clone(),
+                reason: outcome.reason.clone(),
+                rule_id: outcome.rule_id.clone(),
+            })
+            .collect();
+        self.released_digest = crate::provenance::released_digest(&released.attributes);
+    }
+
+    /// The subject's pseudonym.
+    pub(crate) fn subject(&self) -> &SubjectPseudonym {
+        &self.subject
+    }
+
+    /// The request id recorded.
+    pub(crate) fn request_id(&self) -> &str {
+        &self.request_id
+    }
+}
+
+/// The encoded record of a request that ended in `answer` at `at`.
+pub(crate) fn record(
+    facts: &Facts,
+    answer: &Result<AttributesResponse, Denial>,
+    at: SystemTime,
+) -> Result<Vec<u8>, Denial> {
+    let (decision, status) = match answer {
+        Ok(response) if response.attributes.is_empty() => (Decision::Withheld, "ok".to_owned()),
+        Ok(_) => (Decision::Released, "ok".to_owned()),
+        Err(denial) => (
+            Decision::Refused {
+                step: denial.step.to_string(),
+                reason: denial.reason.to_owned(),
+            },
+            denial.reason.to_owned(),
+        ),
+    };
+    let time = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
+        });
+    let refused = answer.is_err();
+    AuditRecord {
+        time,
+        node: facts.node.clone(),
+        request_id: facts.request_id.clone(),
+        consumer: facts.consumer.clone(),
+        provider: facts.provider.clone(),
+        dataset: facts.dataset.clone(),
+        purpose: facts.purpose.clone(),
+        legal_basis: if refused {
+            String::new()
+        } else {
+            facts.legal_basis.clone()
+        },
+        basis_reference: if refused {
+            String::new()
+        } else {
+            facts.basis_reference.clone()
+        },
+        consent_id: facts.consent_id.clone().filter(|_| !refused),
+        subject: facts.subject,
+        requested: facts.requested.clone(),
+        released: if refused {
+            Vec::new()
+        } else {
+            facts.released.clone()
+        },
+        withheld: if refused {
+            Vec::new()
+        } else {
+            facts.withheld.clone()
+        },
+        decision,
+        policy_revision: facts.policy_revision,
+        released_digest: if refused {
+            [0; 32]
+        } else {
+            facts.released_digest
+        },
+        status,
+    }
+    .encode()
+    .map_err(|error| {
+        tracing::error!(code = error.code(), %error, "an audit record could not be encoded");
+        Denial::new(
+            Step::Audit,
+            Code::Internal,
+            "audit_record_invalid",
+            "the access could not be recorded in the audit log, so nothing is released",
+        )
+    })
+}
