@@ -147,6 +147,9 @@ pub(crate) async fn run(federation: &Path) -> anyhow::Result<ExitCode> {
     println!("instead of a birth date, a salary band instead of a salary.");
 
     let mut problems = Vec::new();
+    let provenance_key = crate::provenance::ProvenanceKey::parse(&std::fs::read_to_string(
+        running.dir.join("provenance.pub"),
+    )?)?;
     let (mut released, mut transformed, mut withheld, mut refused) = (0, 0, 0, 0);
     let mut token = String::new();
     for (step, ask) in SCENARIO.iter().enumerate() {
@@ -223,6 +226,12 @@ pub(crate) async fn run(federation: &Path) -> anyhow::Result<ExitCode> {
             Ok(response) => {
                 let response = response.into_inner();
                 print_response(&response);
+                if let Err(error) = provenance_key.verify(&response) {
+                    problems.push(format!(
+                        "step {}: the response's signature does not verify: {error}",
+                        step + 1
+                    ));
+                }
                 released += response.attributes.len();
                 transformed += response.transformed.len();
                 if response
@@ -310,8 +319,32 @@ pub(crate) async fn run(federation: &Path) -> anyhow::Result<ExitCode> {
         "Summary: {released} fields released ({transformed} of them masked, hashed, derived or \
          generalized by the policy), {withheld} withheld with a reason, {refused} requests refused."
     );
-    println!("Not yet in this demo: the audit log and signed provenance (issue 5).");
+    if let Err(error) = audit_view(&running.dir, &applicant, &mut problems).await {
+        problems.push(format!("the auditor's view failed: {error:#}"));
+    }
+    let log = running.dir.join("audit");
     running.stop().await;
+    // The gateway is stopped: the auditor recomputes the whole log from its files.
+    println!();
+    println!(
+        "Step {}. The auditor verifies the whole log offline (isnad audit verify)",
+        SCENARIO.len() + 2
+    );
+    let verified = isnad_audit::load_key(&log)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .and_then(|key| {
+            isnad_audit::verify_dir(&log, &key, |_, _| {})
+                .map_err(|e| anyhow::anyhow!("{e} [{}]", e.code()))
+        });
+    match verified {
+        Ok(report) => println!(
+            "  ok: {} records, {} checkpoints verified, root {}",
+            report.records,
+            report.checkpoints,
+            isnad_audit::hex(&report.root)
+        ),
+        Err(error) => problems.push(format!("the log does not verify: {error:#}")),
+    }
     std::fs::remove_dir_all(&dir).ok();
     if problems.is_empty() {
         println!("Every requested field was accounted for.");
@@ -322,6 +355,134 @@ pub(crate) async fn run(federation: &Path) -> anyhow::Result<ExitCode> {
         }
         Ok(ExitCode::FAILURE)
     }
+}
+
+/// What the auditor sees: the applicant's subject report from the running gateway, and one of
+/// its inclusion proofs checked against the signed checkpoint with the log's key.
+async fn audit_view(dir: &Path, applicant: &str, problems: &mut Vec<String>) -> anyhow::Result<()> {
+    use isnad_proto::v1::SubjectReportRequest;
+    use isnad_proto::v1::audit_client::AuditClient;
+
+    println!();
+    println!(
+        "Step {}. The auditor asks the gateway who read the applicant's data (Audit.SubjectReport)",
+        SCENARIO.len() + 1
+    );
+    let mut audit = AuditClient::new(super::query::channel(dir, "auditor", None).await?);
+    let report = audit
+        .subject_report(SubjectReportRequest {
+            subject: applicant.to_owned(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    println!(
+        "  {} accesses: {} released, {} answered with nothing released, {} refused",
+        report.accesses.len(),
+        report.released,
+        report.withheld,
+        report.refused
+    );
+    for access in &report.accesses {
+        let time = access
+            .time
+            .and_then(|t| std::time::SystemTime::try_from(t).ok())
+            .and_then(|t| {
+                time::OffsetDateTime::from(t)
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_default();
+        let what = if access.decision == "refused" {
+            let reason = access
+                .entry
+                .as_ref()
+                .and_then(|e| e.record.as_ref())
+                .map(|r| r.refused_reason.clone())
+                .unwrap_or_default();
+            format!("refused ({reason})")
+        } else {
+            access
+                .released
+                .iter()
+                .map(|r| {
+                    if r.treatment == "allow" {
+                        r.field.clone()
+                    } else {
+                        format!("{} as {}", r.field, r.treatment)
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!(
+            "    {time}  {} {} {} from {} for {} [{}]: {what}",
+            access.consumer,
+            if access.decision == "released" {
+                "read"
+            } else {
+                "asked for"
+            },
+            access.dataset,
+            access.provider,
+            access.purpose,
+            if access.legal_basis.is_empty() {
+                "-"
+            } else {
+                &access.legal_basis
+            },
+        );
+    }
+    if report.accesses.len() != SCENARIO.len() {
+        problems.push(format!(
+            "the subject report lists {} accesses, the scenario made {}",
+            report.accesses.len(),
+            SCENARIO.len()
+        ));
+    }
+    // One proof, checked with the key the auditor holds (here: the log's own log.pub).
+    let key = isnad_audit::load_key(&dir.join("audit")).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let signed = report
+        .checkpoint
+        .ok_or_else(|| anyhow::anyhow!("the report has no checkpoint"))?;
+    let checkpoint = isnad_audit::Checkpoint::verify(&signed.note, &key)
+        .map_err(|e| anyhow::anyhow!("the checkpoint does not verify: {e}"))?;
+    let entry = report
+        .accesses
+        .first()
+        .and_then(|access| access.entry.clone())
+        .ok_or_else(|| anyhow::anyhow!("the report has no entry"))?;
+    let proof: Vec<isnad_audit::Hash> = entry
+        .inclusion_proof
+        .iter()
+        .map(|hash| hash.as_slice().try_into())
+        .collect::<Result<_, _>>()
+        .map_err(|_| anyhow::anyhow!("a proof hash is not 32 bytes"))?;
+    let leaf = isnad_audit::leaf_hash(&entry.leaf);
+    let proven = isnad_audit::verify_inclusion(
+        isnad_audit::LeafIndex(entry.index),
+        checkpoint.size,
+        &leaf,
+        &proof,
+        &checkpoint.root,
+    );
+    println!(
+        "  Inclusion proof of record {} in the signed tree of {} records:",
+        entry.index, checkpoint.size.0
+    );
+    println!("    leaf hash  {}", isnad_audit::hex(&leaf));
+    for (n, hash) in proof.iter().enumerate() {
+        println!("    path {n:<5} {}", isnad_audit::hex(hash));
+    }
+    println!("    root       {}", isnad_audit::hex(&checkpoint.root));
+    match proven {
+        Ok(()) => println!(
+            "  The proof leads to the root that {} signed: the record is in the log.",
+            key.name()
+        ),
+        Err(error) => problems.push(format!("the inclusion proof does not verify: {error}")),
+    }
+    Ok(())
 }
 
 fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
