@@ -219,6 +219,9 @@ impl Admin for AdminService {
     }
 }
 
+/// How long requests in flight get to finish after the shutdown signal.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A gateway ready to serve: configuration checked, policy compiled, TLS material loaded.
 #[derive(Debug)]
 pub struct Gateway {
@@ -325,7 +328,8 @@ impl Gateway {
         })
     }
 
-    /// Serves on `listener` until `shutdown` completes; requests in flight are finished.
+    /// Serves on `listener` until `shutdown` completes; requests in flight are finished, and
+    /// connections still open after [`DRAIN_TIMEOUT`] are closed.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -361,6 +365,7 @@ impl Gateway {
             .build_v1()?;
         let incoming =
             isnad_tls::server::incoming(listener, isnad_tls::server::shared(self.tls), self.accept);
+        let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<()>();
         let served = tonic::transport::Server::builder()
             .max_concurrent_streams(self.max_concurrent_streams)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
@@ -370,8 +375,28 @@ impl Gateway {
             .add_service(exchange)
             .add_service(admin)
             .add_service(audit)
-            .serve_with_incoming_shutdown(incoming, shutdown)
-            .await;
+            .serve_with_incoming_shutdown(incoming, async move {
+                shutdown.await;
+                let _ = stopping_tx.send(());
+            });
+        // After the signal, in-flight requests get DRAIN_TIMEOUT; a client that keeps an idle
+        // connection open does not hold the node up beyond it.
+        let drain = async move {
+            if stopping.await.is_ok() {
+                tokio::time::sleep(DRAIN_TIMEOUT).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        let served = tokio::select! {
+            served = served => served,
+            () = drain => {
+                tracing::warn!(
+                    "connections still open {DRAIN_TIMEOUT:?} after the shutdown signal; closing them"
+                );
+                Ok(())
+            }
+        };
         for task in reloads {
             task.abort();
         }

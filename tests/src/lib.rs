@@ -122,6 +122,23 @@ impl Process {
         None
     }
 
+    /// Sends SIGTERM (a clean stop, as systemd does) and waits up to `limit` for the exit,
+    /// without blocking the async runtime the test's clients run on; kills it after `limit`.
+    pub async fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.kill9();
+        None
+    }
+
     /// Fails the test if the process has exited.
     pub fn assert_running(&mut self) {
         if let Some(status) = self.child.try_wait().unwrap() {

@@ -297,7 +297,7 @@ async fn the_cli_verifies_exports_queries_and_proves_a_stopped_gateways_log() {
         .await
         .expect("answered");
     }
-    stop(&mut gateway);
+    stop(&mut gateway).await;
     let log = gateway.audit.to_str().expect("utf-8").to_owned();
     let (ok, stdout, stderr) = isnad(&["audit", "verify", &log]);
     assert!(ok, "{stdout}{stderr}");
@@ -354,12 +354,13 @@ async fn the_cli_verifies_exports_queries_and_proves_a_stopped_gateways_log() {
     assert!(stdout.contains("\"kind\": \"consistency\""), "{stdout}");
 }
 
-/// Stops a gateway as systemd would (SIGTERM) and waits for it.
-fn stop(gateway: &mut isnad_tests::Gateway) {
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &gateway.process.pid().to_string()])
-        .status();
-    gateway.process.wait(Duration::from_secs(10));
+/// Stops a gateway as systemd would (SIGTERM) and waits for it; it must stop by itself.
+async fn stop(gateway: &mut isnad_tests::Gateway) {
+    let status = gateway.process.terminate(Duration::from_secs(10)).await;
+    assert!(
+        status.is_some_and(|status| status.success()),
+        "the gateway did not stop cleanly on SIGTERM: {status:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -420,7 +421,7 @@ async fn a_kill_9_under_load_loses_no_answered_request() {
         )
         .await
         .expect("serves after recovery");
-        stop(&mut gateway);
+        stop(&mut gateway).await;
         let logged = logged_request_ids(&config.audit);
         let lost: Vec<&String> = answered.iter().filter(|id| !logged.contains(*id)).collect();
         assert!(
@@ -462,7 +463,7 @@ async fn a_damaged_log_stops_the_gateway_from_starting_and_a_torn_tail_does_not(
         .await
         .expect("answered");
     }
-    stop(&mut gateway);
+    stop(&mut gateway).await;
     let segment = std::fs::read_dir(config.audit.join("segments"))
         .expect("segments")
         .map(|entry| entry.expect("entry").path())
@@ -502,7 +503,7 @@ async fn a_damaged_log_stops_the_gateway_from_starting_and_a_torn_tail_does_not(
     )
     .await
     .expect("serves");
-    stop(&mut gateway);
+    stop(&mut gateway).await;
     assert!(
         gateway.process.logs().contains("torn tail"),
         "{}",
