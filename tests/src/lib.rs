@@ -278,6 +278,17 @@ impl Federation {
         self.start_gateway(&config)
     }
 
+    /// The configuration of another gateway node of the sample federation: the sample policy,
+    /// the providers `isnad up` started, `extra` top-level lines (YAML).
+    pub fn sample_gateway_config(&self, limits: &str, extra: &str) -> GatewayConfig {
+        let providers = self.providers();
+        let upstreams: Vec<(&str, String)> = providers
+            .iter()
+            .map(|(agency, endpoint)| (agency.as_str(), endpoint.clone()))
+            .collect();
+        self.gateway_config(&repo_root().join("deploy/local"), &upstreams, limits, extra)
+    }
+
     /// Writes the configuration of a gateway node on a free port (see
     /// [`Federation::serve_gateway_with`]), with its own audit log directory, without starting
     /// it.

@@ -10,9 +10,7 @@ use std::time::{Duration, Instant};
 
 use isnad_proto::v1::audit_client::AuditClient;
 use isnad_proto::v1::{AuditQuery, ExportRequest, InclusionProofRequest, SubjectReportRequest};
-use isnad_tests::{
-    Federation, applicant, channel_with, client_with, get, refusal, repo_root, request,
-};
+use isnad_tests::{Federation, applicant, channel_with, client_with, get, refusal, request};
 use tonic::Code;
 
 fn isnad(args: &[&str]) -> (bool, String, String) {
@@ -281,13 +279,7 @@ async fn a_response_signature_and_its_audit_record_check_out_with_the_cli() {
 #[tokio::test]
 async fn the_cli_verifies_exports_queries_and_proves_a_stopped_gateways_log() {
     let federation = Federation::start();
-    let upstreams: Vec<(String, String)> = federation.providers();
-    let upstreams: Vec<(&str, String)> = upstreams
-        .iter()
-        .map(|(a, e)| (a.as_str(), e.clone()))
-        .collect();
-    let mut gateway =
-        federation.serve_gateway_with(&repo_root().join("deploy/local"), &upstreams, "", "");
+    let mut gateway = federation.start_gateway(&federation.sample_gateway_config("", ""));
     let mut client = client_with(gateway.addr, &federation.material("housing-programme"));
     for _ in 0..5 {
         get(
@@ -369,12 +361,7 @@ async fn a_kill_9_under_load_loses_no_answered_request() {
     // check every answered id is in the log and the log verifies. (Checked by mutation: with the
     // record appended after the answer instead of before, ids go missing in the first round.)
     let federation = Federation::start();
-    let upstreams: Vec<(String, String)> = federation.providers();
-    let upstreams: Vec<(&str, String)> = upstreams
-        .iter()
-        .map(|(a, e)| (a.as_str(), e.clone()))
-        .collect();
-    let config = federation.gateway_config(&repo_root().join("deploy/local"), &upstreams, "", "");
+    let config = federation.sample_gateway_config("", "");
     let material = federation.material("housing-programme");
     let mut answered = BTreeSet::new();
     for round in 0..5 {
@@ -447,12 +434,7 @@ fn logged_request_ids(log: &Path) -> BTreeSet<String> {
 #[tokio::test]
 async fn a_damaged_log_stops_the_gateway_from_starting_and_a_torn_tail_does_not() {
     let federation = Federation::start();
-    let upstreams: Vec<(String, String)> = federation.providers();
-    let upstreams: Vec<(&str, String)> = upstreams
-        .iter()
-        .map(|(a, e)| (a.as_str(), e.clone()))
-        .collect();
-    let config = federation.gateway_config(&repo_root().join("deploy/local"), &upstreams, "", "");
+    let config = federation.sample_gateway_config("", "");
     let mut gateway = federation.start_gateway(&config);
     let mut client = client_with(gateway.addr, &federation.material("housing-programme"));
     for _ in 0..4 {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use isnad_tests::{Federation, client_with, get, repo_root, request};
+use isnad_tests::{Federation, client_with, get, request};
 
 /// A tmpfs of `size`, unmounted on drop.
 struct SmallDisk {
@@ -53,13 +53,7 @@ impl Drop for SmallDisk {
 async fn a_full_disk_stops_the_gateway_without_releasing_or_losing_anything() {
     let federation = Federation::start();
     let disk = SmallDisk::mount(&federation.dir().join("small-disk"), "16m");
-    let upstreams: Vec<(String, String)> = federation.providers();
-    let upstreams: Vec<(&str, String)> = upstreams
-        .iter()
-        .map(|(a, e)| (a.as_str(), e.clone()))
-        .collect();
-    let mut config =
-        federation.gateway_config(&repo_root().join("deploy/local"), &upstreams, "", "");
+    let mut config = federation.sample_gateway_config("", "");
     // Move the node's audit log onto the small disk.
     let text = std::fs::read_to_string(&config.path).expect("config");
     let audit = disk.path.join("audit");

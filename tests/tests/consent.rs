@@ -318,16 +318,8 @@ async fn every_bad_token_is_refused_with_its_reason_and_releases_nothing() {
 async fn a_token_of_a_megabyte_is_refused_before_it_is_parsed() {
     let federation = Federation::start();
     // A gateway that accepts requests of 4 MiB, so that the token itself is what is too large.
-    let gateway = federation.serve_gateway_with(
-        &isnad_tests::repo_root().join("deploy/local"),
-        &federation
-            .providers()
-            .iter()
-            .map(|(a, e)| (a.as_str(), e.clone()))
-            .collect::<Vec<_>>(),
-        "  max_request_bytes: 4194304\n",
-        "",
-    );
+    let gateway = federation
+        .start_gateway(&federation.sample_gateway_config("  max_request_bytes: 4194304\n", ""));
     let mut client =
         isnad_tests::client_with(gateway.addr, &federation.material("housing-programme"));
     let huge = "a".repeat(1 << 20);

@@ -8,9 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use isnad_proto::v1::RevokeConsentRequest;
 use isnad_proto::v1::admin_client::AdminClient;
 use isnad_state::testing::RedisServer;
-use isnad_tests::{
-    Federation, Gateway, channel_with, client_with, get, refusal, repo_root, request,
-};
+use isnad_tests::{Federation, Gateway, channel_with, client_with, get, refusal, request};
 use tonic::Code;
 
 const DATASET: &str = "labour.employment";
@@ -18,17 +16,10 @@ const PURPOSE: &str = "housing-grant";
 
 /// A gateway node of `federation` keeping its state in the Redis at `url`.
 fn node(federation: &Federation, url: &str) -> Gateway {
-    let upstreams = federation.providers();
-    let upstreams: Vec<(&str, String)> = upstreams
-        .iter()
-        .map(|(agency, endpoint)| (agency.as_str(), endpoint.clone()))
-        .collect();
-    federation.serve_gateway_with(
-        &repo_root().join("deploy/local"),
-        &upstreams,
+    federation.start_gateway(&federation.sample_gateway_config(
         "  default_deadline_ms: 5000\n",
         &format!("shared_state: {url}\n"),
-    )
+    ))
 }
 
 fn with_token(fields: &[&str], token: &str) -> isnad_proto::v1::AttributesRequest {

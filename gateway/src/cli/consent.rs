@@ -92,7 +92,7 @@ pub(crate) struct Agreement<'a> {
 /// Signs a consent token for `agreement` with the development consent authority of `dir`.
 pub(crate) fn issue_token(dir: &Path, agreement: &Agreement<'_>) -> anyhow::Result<String> {
     let authority = DevAuthority::load(dir)?;
-    let federation = federation_of(dir)?;
+    let (_, federation) = super::query::local_federation(dir)?;
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |since| since.as_secs());
@@ -123,19 +123,6 @@ pub(crate) fn issue_token(dir: &Path, agreement: &Agreement<'_>) -> anyhow::Resu
         cert_sha256,
     };
     Ok(authority.key.issue(&grant.claims())?)
-}
-
-/// The federation of the local federation in `dir`, from its gateway's policy.
-fn federation_of(dir: &Path) -> anyhow::Result<String> {
-    let config =
-        crate::config::GatewayConfig::from_file(&dir.join("gateway.yaml")).map_err(|e| {
-            anyhow::anyhow!("{e:#}\n(is {} the directory of `isnad up`?)", dir.display())
-        })?;
-    Ok(isnad_policy::PolicySet::load_dir(&config.policy)
-        .map_err(|errors| anyhow::anyhow!("{errors}"))?
-        .catalogue()
-        .federation
-        .clone())
 }
 
 /// Revokes the consent `id` through the gateway of `dir`, as the development consent authority.

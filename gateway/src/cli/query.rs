@@ -66,13 +66,11 @@ pub(crate) async fn connect(
     Ok(ExchangeClient::new(channel(dir, name, gateway).await?))
 }
 
-/// A channel to the gateway of the local federation in `dir`, calling as `name`, for any of its
-/// services.
-pub(crate) async fn channel(
+/// The gateway configuration of the local federation in `dir` (`isnad up`), and the federation's
+/// trust domain from its policy.
+pub(crate) fn local_federation(
     dir: &Path,
-    name: &str,
-    gateway: Option<SocketAddr>,
-) -> anyhow::Result<Channel> {
+) -> anyhow::Result<(crate::config::GatewayConfig, String)> {
     let config =
         crate::config::GatewayConfig::from_file(&dir.join("gateway.yaml")).map_err(|e| {
             anyhow::anyhow!("{e:#}\n(is {} the directory of `isnad up`?)", dir.display())
@@ -82,6 +80,17 @@ pub(crate) async fn channel(
         .catalogue()
         .federation
         .clone();
+    Ok((config, federation))
+}
+
+/// A channel to the gateway of the local federation in `dir`, calling as `name`, for any of its
+/// services.
+pub(crate) async fn channel(
+    dir: &Path,
+    name: &str,
+    gateway: Option<SocketAddr>,
+) -> anyhow::Result<Channel> {
+    let (config, federation) = local_federation(dir)?;
     let mut addr = gateway.unwrap_or(config.listen);
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
