@@ -411,15 +411,18 @@ impl Audit for AuditService {
             )),
             since: timestamp_nanos(request.since)?,
             until: timestamp_nanos(request.until)?.map(|until| until.saturating_add(1)),
-            limit: MAX_REPORT,
+            limit: MAX_REPORT + 1,
             ..Query::default()
         };
         let response = self
             .blocking(move |log| {
                 let checkpoint = covering_checkpoint(log)?;
-                let found = log.query(&query).map_err(|e| read_error(&e, e.code()))?;
+                let mut found = log.query(&query).map_err(|e| read_error(&e, e.code()))?;
+                let truncated = found.len() > MAX_REPORT;
+                found.truncate(MAX_REPORT);
                 let mut report = SubjectReportResponse {
                     checkpoint: Some(signed(log, &checkpoint)),
+                    truncated,
                     ..SubjectReportResponse::default()
                 };
                 for index in found.into_iter().filter(|i| i.0 < checkpoint.size.0) {

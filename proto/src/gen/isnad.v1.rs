@@ -1485,6 +1485,9 @@ pub struct SubjectReportResponse {
     pub refused: u32,
     #[prost(message, optional, tag = "5")]
     pub checkpoint: ::core::option::Option<SignedCheckpoint>,
+    /// True when the report stopped at 10,000 accesses: narrow it with `since` and `until`.
+    #[prost(bool, tag = "6")]
+    pub truncated: bool,
 }
 /// One access to a person's data, in words a citizen reads, with its proof.
 #[derive(Clone, PartialEq, ::prost::Message)]
