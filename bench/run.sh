@@ -4,7 +4,8 @@
 #   nginx   through nginx grpc_pass, mutual TLS on both legs (nginx presents the gateway's
 #           certificate to the provider), the same call;
 #   isnad   through the isnad gateway (Exchange/GetAttributes): authenticate, admit, authorize,
-#           minimize, fetch over mTLS, filter.
+#           consent, minimize, fetch over mTLS, filter, a durable audit record (group commit,
+#           fdatasync before each answer) and an Ed25519 provenance signature.
 # Every process is separate so its CPU time is its own. Prints a Markdown report with ratios.
 #
 # The scenarios are interleaved in ROUNDS rounds (direct, nginx, isnad, direct, ...), so that the
@@ -75,6 +76,9 @@ od -An -tx1 -N32 /dev/urandom | tr -d ' \n' > "$W/hash.key"
 od -An -tx1 -N32 /dev/urandom | tr -d ' \n' > "$W/pseudonym.key"
 # The sample policy has a consent rule; these scenarios send no tokens (bench/consent.sh does).
 "$ISNAD" consent keygen --dir "$W" >/dev/null
+# Every request is audited (durable, group commit) and every response signed, as in production.
+"$ISNAD" audit keygen --out "$W/audit.pk8" >/dev/null
+"$ISNAD" audit keygen --out "$W/provenance.pk8" >/dev/null
 cat > "$W/gateway.yaml" <<YAML
 node: gateway
 listen: 127.0.0.1:$P_GATEWAY
@@ -82,6 +86,8 @@ policy: $ROOT/deploy/local
 hash_key: hash.key
 pseudonym_key: pseudonym.key
 consent: { jwks: consent/jwks.json, issuers: ["https://consent.isnad.example"] }
+audit: { dir: audit, key: audit.pk8 }
+provenance_key: provenance.pk8
 tls: { ca: pki/ca.pem, cert: pki/gateway.pem, key: pki/gateway.key }
 upstreams: { identity-authority: "https://127.0.0.1:$P_PROVIDER" }
 YAML
