@@ -260,7 +260,9 @@ pub(crate) async fn run(command: ConsentCommand) -> anyhow::Result<ExitCode> {
             };
             match revoke(&dir, &id, expires_at, gateway).await {
                 Ok(until) => {
-                    let until = time::OffsetDateTime::from(until);
+                    let until = time::OffsetDateTime::from(until)
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .unwrap_or_default();
                     println!("consent {id} revoked (kept until {until})");
                     Ok(ExitCode::SUCCESS)
                 }
