@@ -158,6 +158,16 @@ pub struct Limits {
     pub max_concurrent_streams: u32,
     /// HTTP/2 connections kept to each provider; requests are spread over them.
     pub upstream_connections: usize,
+    /// Largest reply accepted from a provider, in bytes; a larger one is refused
+    /// (`provider_reply_too_large`) and nothing of it is released.
+    pub max_provider_reply_bytes: usize,
+    /// Consecutive failures of a provider (unreachable, timed out, refusing, failing) after
+    /// which its circuit opens: requests to it fail at once (`provider_circuit_open`) instead of
+    /// waiting for their deadline. 0 turns the breaker off.
+    pub circuit_failures: u32,
+    /// How long an open circuit stays open before one trial request may go through, in
+    /// milliseconds.
+    pub circuit_open_ms: u64,
 }
 
 impl Default for Limits {
@@ -170,6 +180,9 @@ impl Default for Limits {
             handshake_timeout_ms: 5_000,
             max_concurrent_streams: 256,
             upstream_connections: 2,
+            max_provider_reply_bytes: 4 * 1024 * 1024,
+            circuit_failures: 5,
+            circuit_open_ms: 5_000,
         }
     }
 }

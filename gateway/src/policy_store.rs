@@ -91,8 +91,8 @@ pub struct UpstreamSettings {
     pub overrides: BTreeMap<String, String>,
     /// The gateway's TLS material.
     pub material: TlsMaterial,
-    /// Connections per provider.
-    pub connections: usize,
+    /// Connections per provider, reply size, circuit breaker.
+    pub limits: crate::config::Limits,
 }
 
 /// The policy in force and how to reload it.
@@ -312,7 +312,7 @@ fn make_current(
                 policy.catalogue(),
                 &upstream.overrides,
                 &upstream.material,
-                upstream.connections,
+                &upstream.limits,
             )
             .map_err(|e| ReloadError::Unusable(format!("provider channels: {e:#}")))?,
         ),

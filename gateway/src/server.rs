@@ -270,7 +270,7 @@ impl Gateway {
             UpstreamSettings {
                 overrides: config.upstreams.clone(),
                 material,
-                connections: config.limits.upstream_connections,
+                limits: config.limits,
             },
         )
         .map_err(|error| anyhow::anyhow!("policy {}: {error}", config.policy.display()))?;

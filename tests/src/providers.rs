@@ -17,6 +17,8 @@ pub enum Behaviour {
     Slow(Duration),
     /// Answers every requested field with a string value, plus fields nobody asked for.
     Rogue,
+    /// Answers every requested field with a string of this many bytes.
+    Huge(usize),
 }
 
 #[derive(Debug, Clone)]
@@ -42,6 +44,11 @@ impl Provider for Double {
                     attributes.insert(field.clone(), text("slow"));
                 }
             }
+            Behaviour::Huge(bytes) => {
+                for field in &request.fields {
+                    attributes.insert(field.clone(), text(&"x".repeat(*bytes)));
+                }
+            }
             Behaviour::Rogue => {
                 for field in &request.fields {
                     attributes.insert(field.clone(), text("rogue"));
@@ -65,7 +72,16 @@ pub struct ProviderDouble {
 impl ProviderDouble {
     /// Serves `behaviour` with the provider agency's certificate `material`.
     pub async fn start(material: &TlsMaterial, behaviour: Behaviour) -> ProviderDouble {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_at("127.0.0.1:0".parse().unwrap(), material, behaviour).await
+    }
+
+    /// The same on `addr` (e.g. a port a gateway already points at).
+    pub async fn start_at(
+        addr: SocketAddr,
+        material: &TlsMaterial,
+        behaviour: Behaviour,
+    ) -> ProviderDouble {
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let config = isnad_tls::policy::server_config(material).unwrap();
         let incoming = isnad_tls::server::incoming(
@@ -87,5 +103,43 @@ impl ProviderDouble {
     /// Its endpoint URL.
     pub fn endpoint(&self) -> String {
         format!("https://{}", self.addr)
+    }
+}
+
+/// A "provider" that accepts TCP connections and resets them at once, before any TLS.
+#[derive(Debug)]
+pub struct ResettingProvider {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ResettingProvider {
+    /// Starts it on a free loopback port.
+    pub async fn start() -> ResettingProvider {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                // Closing with the client's TLS hello unread makes the kernel answer with a
+                // reset (RST), not an orderly FIN.
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    drop(stream);
+                });
+            }
+        });
+        ResettingProvider { addr, task }
+    }
+
+    /// Its endpoint URL.
+    pub fn endpoint(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+}
+
+impl Drop for ResettingProvider {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use isnad_tests::providers::{Behaviour, ProviderDouble};
+use isnad_tests::providers::{Behaviour, ProviderDouble, ResettingProvider};
 use isnad_tests::{Federation, client_with, get, refusal, request};
 use tonic::Code;
 
@@ -164,4 +164,124 @@ fn provider_endpoint(federation: &Federation, agency: &str) -> String {
         .expect("listen line")
         .trim_matches(|c| c == '"' || c == '\'');
     format!("https://{listen}")
+}
+
+#[tokio::test]
+async fn a_provider_reply_over_the_size_limit_is_refused_and_releases_nothing() {
+    let federation = Federation::start();
+    let huge = ProviderDouble::start(
+        &federation.material("identity-authority"),
+        Behaviour::Huge(10 * 1024 * 1024),
+    )
+    .await;
+    let gateway = federation.serve_gateway(&[("identity-authority", huge.endpoint())], LIMITS);
+    let mut client = client_with(gateway.addr, &federation.material("housing-programme"));
+    let (code, reason) = refusal(
+        get(
+            &mut client,
+            request("identity.person", "housing-grant", &["full_name_en"]),
+        )
+        .await,
+    );
+    assert_eq!(
+        (code, reason.as_str()),
+        (Code::Unavailable, "provider_reply_too_large")
+    );
+}
+
+#[tokio::test]
+async fn a_provider_that_resets_connections_gives_unavailable_and_others_keep_serving() {
+    let federation = Federation::start();
+    let resetting = ResettingProvider::start().await;
+    let identity_endpoint = provider_endpoint(&federation, "identity-authority");
+    let gateway = federation.serve_gateway(
+        &[
+            ("labour-ministry", resetting.endpoint()),
+            ("identity-authority", identity_endpoint),
+        ],
+        LIMITS,
+    );
+    let mut client = client_with(gateway.addr, &federation.material("housing-programme"));
+    let (code, reason) = refusal(
+        get(
+            &mut client,
+            request("labour.employment", "housing-grant", &["employed"]),
+        )
+        .await,
+    );
+    assert_eq!(
+        (code, reason.as_str()),
+        (Code::Unavailable, "provider_unavailable")
+    );
+    get(
+        &mut client,
+        request("identity.person", "housing-grant", &["full_name_en"]),
+    )
+    .await
+    .expect("other providers are unaffected");
+}
+
+#[tokio::test]
+async fn a_failing_provider_trips_its_circuit_and_a_trial_closes_it_when_it_is_back() {
+    let federation = Federation::start();
+    let port = isnad_tests::free_port();
+    let labour: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let identity_endpoint = provider_endpoint(&federation, "identity-authority");
+    let gateway = federation.serve_gateway(
+        &[
+            ("labour-ministry", format!("https://{labour}")),
+            ("identity-authority", identity_endpoint),
+        ],
+        "  default_deadline_ms: 1000\n  circuit_failures: 3\n  circuit_open_ms: 700\n",
+    );
+    let mut client = client_with(gateway.addr, &federation.material("housing-programme"));
+    let ask = || request("labour.employment", "housing-grant", &["employed"]);
+    for _ in 0..3 {
+        assert_eq!(
+            refusal(get(&mut client, ask()).await).1,
+            "provider_unavailable"
+        );
+    }
+    // Open: refused at once, without trying the provider.
+    let started = std::time::Instant::now();
+    assert_eq!(
+        refusal(get(&mut client, ask()).await),
+        (Code::Unavailable, "provider_circuit_open".to_owned())
+    );
+    assert!(started.elapsed() < Duration::from_millis(500));
+    get(
+        &mut client,
+        request("identity.person", "housing-grant", &["full_name_en"]),
+    )
+    .await
+    .expect("another provider's circuit is its own");
+
+    // The provider comes back; after the open period one trial goes through and closes it.
+    let _back = ProviderDouble::start_at(
+        labour,
+        &federation.material("labour-ministry"),
+        Behaviour::Slow(Duration::ZERO),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let start = std::time::Instant::now();
+    loop {
+        match get(&mut client, ask()).await {
+            Ok(response) => {
+                // The double answers "slow" for a bool field: it was asked, it answered.
+                assert_eq!(response.withheld[0].reason, "provider_type_mismatch");
+                break;
+            }
+            Err(status) => {
+                assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "the circuit did not close: {status:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    for _ in 0..3 {
+        get(&mut client, ask()).await.expect("closed again");
+    }
 }

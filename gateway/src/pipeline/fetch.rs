@@ -1,9 +1,18 @@
 //! Step 6: fetch from the provider agency over a pooled mTLS channel, presenting the gateway's
-//! own certificate and accepting only the provider's SPIFFE ID, within the request's deadline.
+//! own certificate and accepting only the provider's SPIFFE ID, within the request's deadline,
+//! refusing replies over `max_provider_reply_bytes`, behind a circuit breaker.
+//!
+//! The breaker counts consecutive failures per provider (unreachable, timed out, refusing the
+//! gateway, failing; a subject the provider does not hold is an answer, not a failure). After
+//! `circuit_failures` of them the circuit opens: for `circuit_open_ms` requests to that provider
+//! fail at once with `provider_circuit_open` rather than tie up a connection and the caller's
+//! deadline. Then one trial request goes through; its success closes the circuit, its failure
+//! opens it again. Other providers are never affected.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use isnad_policy::{AgencyId, Catalogue};
 use isnad_proto::v1::provider_client::ProviderClient;
@@ -16,12 +25,122 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 use super::{Denial, Step};
+use crate::config::Limits;
 
-/// A provider's channels: several HTTP/2 connections, used in turn.
+/// A provider's channels: several HTTP/2 connections, used in turn, and its circuit breaker.
 #[derive(Debug)]
 struct Pool {
     clients: Vec<ProviderClient<Channel>>,
     next: AtomicUsize,
+    breaker: Breaker,
+}
+
+/// A circuit breaker for one provider (see the module's documentation).
+#[derive(Debug)]
+struct Breaker {
+    failures_to_open: u32,
+    open_for: Duration,
+    state: Mutex<BreakerState>,
+}
+
+#[derive(Debug, Default)]
+struct BreakerState {
+    consecutive_failures: u32,
+    /// Set while the circuit is open; after it, one trial may go.
+    open_until: Option<Instant>,
+    /// A trial request is under way.
+    trial: bool,
+}
+
+/// Leave to call a provider. Dropped without an outcome (the caller went away), a trial frees
+/// its place for the next request.
+struct Permit<'a> {
+    breaker: &'a Breaker,
+    trial: bool,
+    settled: bool,
+}
+
+impl Breaker {
+    fn new(limits: &Limits) -> Breaker {
+        Breaker {
+            failures_to_open: limits.circuit_failures,
+            open_for: Duration::from_millis(limits.circuit_open_ms),
+            state: Mutex::new(BreakerState::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BreakerState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A permit, or how long the circuit stays open.
+    fn admit(&self) -> Result<Permit<'_>, Duration> {
+        if self.failures_to_open == 0 {
+            return Ok(self.permit(false));
+        }
+        let mut state = self.lock();
+        match state.open_until {
+            None => Ok(self.permit(false)),
+            Some(until) => {
+                let now = Instant::now();
+                if now < until {
+                    Err(until - now)
+                } else if state.trial {
+                    Err(Duration::ZERO)
+                } else {
+                    state.trial = true;
+                    Ok(self.permit(true))
+                }
+            }
+        }
+    }
+
+    fn permit(&self, trial: bool) -> Permit<'_> {
+        Permit {
+            breaker: self,
+            trial,
+            settled: false,
+        }
+    }
+}
+
+impl Permit<'_> {
+    fn succeeded(mut self) {
+        self.settled = true;
+        let mut state = self.breaker.lock();
+        state.consecutive_failures = 0;
+        state.open_until = None;
+        state.trial = false;
+    }
+
+    fn failed(mut self, provider: &AgencyId) {
+        self.settled = true;
+        let breaker = self.breaker;
+        if breaker.failures_to_open == 0 {
+            return;
+        }
+        let mut state = breaker.lock();
+        state.consecutive_failures = state.consecutive_failures.saturating_add(1);
+        let opens = self.trial || state.consecutive_failures == breaker.failures_to_open;
+        state.trial = false;
+        if opens {
+            state.open_until = Some(Instant::now() + breaker.open_for);
+            tracing::warn!(
+                %provider,
+                failures = state.consecutive_failures,
+                open_ms = breaker.open_for.as_millis() as u64,
+                "provider circuit opened: requests to it fail at once until a trial succeeds"
+            );
+        }
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if self.trial && !self.settled {
+            self.breaker.lock().trial = false;
+        }
+    }
 }
 
 /// Channels to every provider agency of the catalogue.
@@ -37,7 +156,7 @@ impl Upstreams {
         catalogue: &Catalogue,
         overrides: &BTreeMap<String, String>,
         material: &TlsMaterial,
-        connections: usize,
+        limits: &Limits,
     ) -> anyhow::Result<Upstreams> {
         let mut pools = HashMap::new();
         for agency in catalogue.agencies.values() {
@@ -56,10 +175,13 @@ impl Upstreams {
                 material,
                 ExpectedPeer::Exactly(id),
             )?);
-            let clients = (0..connections.max(1))
+            let clients = (0..limits.upstream_connections.max(1))
                 .map(|_| {
                     isnad_tls::client::channel(endpoint, config.clone(), ChannelSettings::default())
-                        .map(ProviderClient::new)
+                        .map(|channel| {
+                            ProviderClient::new(channel)
+                                .max_decoding_message_size(limits.max_provider_reply_bytes)
+                        })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             pools.insert(
@@ -67,6 +189,7 @@ impl Upstreams {
                 Pool {
                     clients,
                     next: AtomicUsize::new(0),
+                    breaker: Breaker::new(limits),
                 },
             );
         }
@@ -88,12 +211,23 @@ impl Upstreams {
                 format!("no endpoint is configured for provider {provider}"),
             )
         })?;
+        let permit = pool.breaker.admit().map_err(|open_for| {
+            deny(
+                Code::Unavailable,
+                "provider_circuit_open",
+                format!(
+                    "provider {provider} failed repeatedly; the gateway tries it again in {} ms",
+                    open_for.as_millis()
+                ),
+            )
+        })?;
         let turn = pool.next.fetch_add(1, Ordering::Relaxed) % pool.clients.len();
         let mut client = pool.clients[turn].clone();
         let mut call = tonic::Request::new(request);
         call.set_timeout(deadline.saturating_duration_since(Instant::now()));
         let reply = match tokio::time::timeout_at(deadline, client.fetch(call)).await {
             Err(_) => {
+                permit.failed(provider);
                 return Err(deny(
                     Code::DeadlineExceeded,
                     "provider_timeout",
@@ -103,15 +237,29 @@ impl Upstreams {
             Ok(reply) => reply,
         };
         match reply {
-            Ok(response) => Ok(response.into_inner().attributes),
+            Ok(response) => {
+                permit.succeeded();
+                Ok(response.into_inner().attributes)
+            }
+            Err(status) if status.code() == Code::NotFound => {
+                // An answer: the provider works, it has no record of this person.
+                permit.succeeded();
+                Err(deny(
+                    Code::NotFound,
+                    "subject_not_found",
+                    format!("provider {provider} holds no record for this subject"),
+                ))
+            }
             Err(status) => {
+                permit.failed(provider);
                 // The provider's message is not passed on: it is not ours to vouch for.
                 tracing::info!(%provider, code = ?status.code(), "provider call failed");
                 Err(match status.code() {
-                    Code::NotFound => deny(
-                        Code::NotFound,
-                        "subject_not_found",
-                        format!("provider {provider} holds no record for this subject"),
+                    // tonic's answer to a reply over max_decoding_message_size.
+                    Code::OutOfRange => deny(
+                        Code::Unavailable,
+                        "provider_reply_too_large",
+                        format!("provider {provider} sent a reply over the gateway's size limit"),
                     ),
                     Code::DeadlineExceeded | Code::Cancelled => deny(
                         Code::DeadlineExceeded,
@@ -135,6 +283,62 @@ impl Upstreams {
                     ),
                 })
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn breaker(failures: u32, open_ms: u64) -> Breaker {
+        Breaker::new(&Limits {
+            circuit_failures: failures,
+            circuit_open_ms: open_ms,
+            ..Limits::default()
+        })
+    }
+
+    fn provider() -> AgencyId {
+        AgencyId::new("labour-ministry")
+    }
+
+    #[tokio::test]
+    async fn opens_after_consecutive_failures_only() {
+        let breaker = breaker(3, 60_000);
+        for _ in 0..2 {
+            breaker.admit().expect("closed").failed(&provider());
+        }
+        // A success in between resets the count.
+        breaker.admit().expect("closed").succeeded();
+        for _ in 0..2 {
+            breaker.admit().expect("closed").failed(&provider());
+        }
+        breaker.admit().expect("still closed").failed(&provider());
+        assert!(breaker.admit().is_err(), "three in a row open it");
+    }
+
+    #[tokio::test]
+    async fn one_trial_at_a_time_and_a_dropped_trial_frees_its_place() {
+        let breaker = breaker(1, 0);
+        breaker.admit().expect("closed").failed(&provider());
+        let trial = breaker.admit().expect("the open period is over: a trial");
+        assert!(breaker.admit().is_err(), "only one trial at a time");
+        drop(trial);
+        let trial = breaker.admit().expect("a dropped trial frees its place");
+        trial.failed(&provider());
+        let trial = breaker.admit().expect("open for 0 ms, then another trial");
+        trial.succeeded();
+        for _ in 0..3 {
+            breaker.admit().expect("closed again").succeeded();
+        }
+    }
+
+    #[tokio::test]
+    async fn zero_failures_turns_it_off() {
+        let breaker = breaker(0, 60_000);
+        for _ in 0..10 {
+            breaker.admit().expect("never opens").failed(&provider());
         }
     }
 }
