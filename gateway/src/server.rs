@@ -367,6 +367,7 @@ impl Gateway {
             isnad_tls::server::incoming(listener, isnad_tls::server::shared(self.tls), self.accept);
         let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<()>();
         let served = tonic::transport::Server::builder()
+            .layer(tower::util::MapResponseLayer::new(precise_codec_errors))
             .max_concurrent_streams(self.max_concurrent_streams)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
@@ -405,6 +406,54 @@ impl Gateway {
         served?;
         Ok(())
     }
+}
+
+/// Gives the errors tonic's codec answers before a handler runs (a message over the decoding
+/// limit, bytes that are not a protobuf message of the method's type, invalid UTF-8 in a string)
+/// the same form as every other refusal: INVALID_ARGUMENT with a reason code. Statuses of ours
+/// always carry details and are left alone. Such requests never reach the pipeline, so they are
+/// not audited: nothing about them (not even a subject) can be read.
+fn precise_codec_errors(
+    response: http::Response<tonic::body::Body>,
+) -> http::Response<tonic::body::Body> {
+    let headers = response.headers();
+    if headers.contains_key("grpc-status-details-bin") {
+        return response;
+    }
+    let code = headers
+        .get("grpc-status")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<i32>().ok())
+        .map(Code::from);
+    // grpc-message is percent-encoded; the prefixes matched below are plain ASCII words.
+    let message = headers
+        .get("grpc-message")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .replace("%20", " ");
+    let (reason, text) = match code {
+        Some(Code::OutOfRange)
+            if message.starts_with("Error, decoded message length too large") =>
+        {
+            (
+                "request_too_large",
+                "admit: the request is far over the gateway's size limit",
+            )
+        }
+        Some(Code::Internal)
+            if message.starts_with("failed to decode Protobuf message")
+                || message.starts_with("protocol error")
+                || message.starts_with("Unexpected EOF") =>
+        {
+            (
+                "malformed_request",
+                "admit: the request is not a well-formed message of this method's type",
+            )
+        }
+        _ => return response,
+    };
+    tracing::info!(reason, "request refused by the codec");
+    errors::status(Code::InvalidArgument, reason, text).into_http()
 }
 
 /// Starts the reload triggers: polling the policy store and the consent keys every `poll` (if
