@@ -40,19 +40,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-  while :; do
-    local p=$((20000 + RANDOM % 30000))
-    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
-  done
-}
-wait_port() {
-  for _ in $(seq 1 600); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "nothing listens on port $1; logs in $W" >&2; exit 1
-}
+# free_port, wait_port
+source "$ROOT/bench/lib.sh"
 
 # The sample federation without the frequency limit.
 mkdir -p "$W/federation"

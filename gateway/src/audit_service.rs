@@ -233,8 +233,7 @@ impl Audit for AuditService {
             0 => 100,
             n => (n as usize).min(MAX_QUERY),
         };
-        let subject = any(request.subject)
-            .map(|subject| isnad_audit::SubjectPseudonym(self.pseudonyms.of(&subject)));
+        let subject = any(request.subject).map(|subject| self.pseudonyms.of(&subject));
         let query = Query {
             subject,
             consumer: any(request.consumer),
@@ -406,9 +405,7 @@ impl Audit for AuditService {
             return Err(invalid("no_subject", "name the subject"));
         }
         let query = Query {
-            subject: Some(isnad_audit::SubjectPseudonym(
-                self.pseudonyms.of(&request.subject),
-            )),
+            subject: Some(self.pseudonyms.of(&request.subject)),
             since: timestamp_nanos(request.since)?,
             until: timestamp_nanos(request.until)?.map(|until| until.saturating_add(1)),
             limit: MAX_REPORT + 1,

@@ -7,7 +7,6 @@
 //! exits: a sync error is never retried (after a failed fsync the kernel may have dropped the
 //! data, so a later success proves nothing), and a gateway that cannot audit must not serve.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -88,11 +87,6 @@ impl AuditTrail {
     /// The log, for reads and proofs.
     pub fn log(&self) -> &AuditLog {
         &self.log
-    }
-
-    /// The log's directory.
-    pub fn dir(&self) -> &Path {
-        self.log.dir()
     }
 
     /// Appends `record` and waits until it is durable. Any failure is a denial: nothing may be

@@ -100,11 +100,14 @@ pub fn encode_attributes(attributes: &HashMap<String, Value>) -> Vec<u8> {
 
 /// SHA-256 of the released attributes' canonical encoding; all zeros when nothing is released.
 pub fn released_digest(attributes: &HashMap<String, Value>) -> [u8; 32] {
+    digest_of_encoding(&encode_attributes(attributes), attributes.is_empty())
+}
+
+/// [`released_digest`] of attributes already encoded (`empty`: none were released).
+pub fn digest_of_encoding(encoding: &[u8], empty: bool) -> [u8; 32] {
     let mut digest = [0u8; 32];
-    if !attributes.is_empty() {
-        digest.copy_from_slice(
-            ring::digest::digest(&ring::digest::SHA256, &encode_attributes(attributes)).as_ref(),
-        );
+    if !empty {
+        digest.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, encoding).as_ref());
     }
     digest
 }
@@ -143,10 +146,11 @@ impl ProvenanceError {
     }
 }
 
-/// The bytes a response's provenance signs (see the module's documentation).
+/// The bytes a response's provenance signs (see the module's documentation), with the released
+/// attributes already in their canonical encoding ([`encode_attributes`]).
 pub fn signing_input(
     provenance: &Provenance,
-    attributes: &HashMap<String, Value>,
+    attributes_encoding: &[u8],
 ) -> Result<Vec<u8>, ProvenanceError> {
     let pseudonym: &[u8; 32] = provenance
         .subject_pseudonym
@@ -166,7 +170,7 @@ pub fn signing_input(
     out.extend_from_slice(pseudonym);
     put_str(&mut out, &provenance.dataset);
     put_str(&mut out, &provenance.provider);
-    out.extend_from_slice(&encode_attributes(attributes));
+    out.extend_from_slice(attributes_encoding);
     out.extend_from_slice(&revision);
     out.extend_from_slice(&provenance.audit_index.to_be_bytes());
     out.extend_from_slice(&fetched_at.seconds.to_be_bytes());
@@ -222,11 +226,6 @@ impl ProvenanceSigner {
         Ok(ProvenanceSigner { key, key_id })
     }
 
-    /// The key id responses name.
-    pub fn key_id(&self) -> &str {
-        &self.key_id
-    }
-
     /// The public key in the form consumers are given (`provenance.pub`).
     pub fn public(&self) -> ProvenanceKey {
         let mut public = [0u8; 32];
@@ -237,14 +236,19 @@ impl ProvenanceSigner {
         }
     }
 
-    /// Sets `key_id` and `signature` of the response's provenance.
-    pub fn sign(&self, response: &mut AttributesResponse) -> Result<(), ProvenanceError> {
+    /// Sets `key_id` and `signature` of the response's provenance; `attributes_encoding` is
+    /// [`encode_attributes`] of its attributes (the audit step made it already).
+    pub fn sign(
+        &self,
+        response: &mut AttributesResponse,
+        attributes_encoding: &[u8],
+    ) -> Result<(), ProvenanceError> {
         let provenance = response
             .provenance
             .as_mut()
             .ok_or(ProvenanceError::Missing("provenance"))?;
         provenance.key_id = self.key_id.clone();
-        let input = signing_input(provenance, &response.attributes)?;
+        let input = signing_input(provenance, attributes_encoding)?;
         provenance.signature = self.key.sign(&input).as_ref().to_vec();
         Ok(())
     }
@@ -296,7 +300,7 @@ impl ProvenanceKey {
                 expected: self.key_id.clone(),
             });
         }
-        let input = signing_input(provenance, &response.attributes)?;
+        let input = signing_input(provenance, &encode_attributes(&response.attributes))?;
         signature::UnparsedPublicKey::new(&signature::ED25519, self.public)
             .verify(&input, &provenance.signature)
             .map_err(|_| ProvenanceError::Signature)
@@ -393,7 +397,8 @@ mod tests {
     fn a_signed_response_verifies_and_any_change_breaks_it() {
         let (signer, _dir) = signer();
         let mut response = response();
-        signer.sign(&mut response).expect("signed");
+        let encoding = encode_attributes(&response.attributes);
+        signer.sign(&mut response, &encoding).expect("signed");
         let key = ProvenanceKey::parse(&signer.public().to_string()).expect("parses");
         assert!(key.key_id.starts_with("gw-1+"));
         assert_eq!(key.verify(&response), Ok(()));

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use ring::hmac;
+use isnad_audit::SubjectPseudonym;
 
 /// Reads a file of hex digits (surrounding whitespace ignored) as bytes.
 pub(crate) fn read_hex_key(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
@@ -72,10 +72,11 @@ pub(crate) fn write_private(path: &Path, content: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The key subjects' pseudonyms are made with: HMAC-SHA256(key, subject). The shared state
-/// and the audit log only ever hold pseudonyms, never the IDs requests name.
+/// The key subjects' pseudonyms are made with: [`isnad_audit::pseudonym`], HMAC-SHA256(key,
+/// subject). The shared state and the audit log only ever hold pseudonyms, never the IDs
+/// requests name.
 #[derive(Clone)]
-pub struct PseudonymKey(hmac::Key);
+pub struct PseudonymKey(Vec<u8>);
 
 impl std::fmt::Debug for PseudonymKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -86,23 +87,17 @@ impl std::fmt::Debug for PseudonymKey {
 impl PseudonymKey {
     /// Reads the key file.
     pub fn from_file(path: &Path) -> anyhow::Result<PseudonymKey> {
-        let bytes = read_hex_key(path, "pseudonym key")?;
-        Ok(PseudonymKey(hmac::Key::new(hmac::HMAC_SHA256, &bytes)))
+        Ok(PseudonymKey(read_hex_key(path, "pseudonym key")?))
     }
 
     /// The pseudonym of `subject`.
-    pub fn of(&self, subject: &str) -> [u8; 32] {
-        let mut out = [0u8; 32];
-        out.copy_from_slice(hmac::sign(&self.0, subject.as_bytes()).as_ref());
-        out
+    pub fn of(&self, subject: &str) -> SubjectPseudonym {
+        isnad_audit::pseudonym(&self.0, subject)
     }
 
     /// The pseudonym of `subject` as lowercase hex.
     pub fn hex(&self, subject: &str) -> String {
-        self.of(subject)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        isnad_audit::hex(&self.of(subject).0)
     }
 }
 

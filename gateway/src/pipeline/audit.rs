@@ -40,6 +40,8 @@ pub(crate) struct Facts {
     withheld: Vec<Withheld>,
     policy_revision: [u8; 32],
     released_digest: [u8; 32],
+    /// The canonical encoding of the released attributes: hashed here, signed in step 9.
+    released_encoding: Vec<u8>,
 }
 
 /// A name from an unchecked request, if it is a plain one.
@@ -64,7 +66,7 @@ impl Facts {
             node: node.to_owned(),
             consumer: String::new(),
             request_id: plain(&request.request_id),
-            subject: SubjectPseudonym(pseudonyms.of(&request.subject)),
+            subject: pseudonyms.of(&request.subject),
             dataset: plain(&request.dataset),
             purpose: plain(&request.purpose),
             requested: Vec::new(),
@@ -76,6 +78,7 @@ impl Facts {
             withheld: Vec::new(),
             policy_revision: *policy.revision().digest(),
             released_digest: [0; 32],
+            released_encoding: Vec::new(),
         }
     }
 
@@ -137,12 +140,21 @@ impl Facts {
                 rule_id: outcome.rule_id.clone(),
             })
             .collect();
-        self.released_digest = crate::provenance::released_digest(&released.attributes);
+        self.released_encoding = crate::provenance::encode_attributes(&released.attributes);
+        self.released_digest = crate::provenance::digest_of_encoding(
+            &self.released_encoding,
+            released.attributes.is_empty(),
+        );
     }
 
     /// The subject's pseudonym.
     pub(crate) fn subject(&self) -> &SubjectPseudonym {
         &self.subject
+    }
+
+    /// The canonical encoding of the released attributes.
+    pub(crate) fn released_encoding(&self) -> &[u8] {
+        &self.released_encoding
     }
 
     /// The request id recorded.

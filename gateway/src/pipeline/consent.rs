@@ -27,7 +27,7 @@ use isnad_state::{
 use tonic::Code;
 
 use super::{Admitted, Denial, Principal, Step};
-use crate::secrets::PseudonymKey;
+use isnad_audit::SubjectPseudonym;
 
 /// The outcome for one field after consent: released (in some form) or withheld.
 #[derive(Debug, Clone, Copy)]
@@ -64,8 +64,8 @@ pub(crate) struct Context<'a> {
     pub(crate) verifier: Option<&'a Verifier>,
     /// Revocations, uses, windows and request ids.
     pub(crate) state: &'a SharedState,
-    /// For frequency limits, which count per subject pseudonym.
-    pub(crate) pseudonyms: &'a PseudonymKey,
+    /// The subject's pseudonym (the audit step's): frequency limits count per pseudonym.
+    pub(crate) subject: &'a SubjectPseudonym,
     /// How long a request id is remembered.
     pub(crate) replay_window: Duration,
 }
@@ -151,7 +151,7 @@ pub(crate) async fn check<'p>(
     let pseudonym = if limited.is_empty() {
         String::new()
     } else {
-        context.pseudonyms.hex(&request.subject)
+        isnad_audit::hex(&context.subject.0)
     };
     let rates: Vec<RateLimit<'_>> = limited
         .iter()

@@ -134,7 +134,7 @@ impl Pipeline {
             consent::Context {
                 verifier: verifier.as_deref(),
                 state: &self.state,
-                pseudonyms: &self.pseudonyms,
+                subject: facts.subject(),
                 replay_window: self.replay_window,
             },
             &principal,

@@ -25,13 +25,15 @@ pub(crate) fn sign(
         provenance.request_id = facts.request_id().to_owned();
         provenance.subject_pseudonym = facts.subject().0.to_vec();
     }
-    signer.sign(response).map_err(|error| {
-        tracing::error!(%error, "a response could not be signed");
-        Denial::new(
-            Step::Sign,
-            Code::Internal,
-            "provenance_failed",
-            "the response could not be signed, so nothing is released",
-        )
-    })
+    signer
+        .sign(response, facts.released_encoding())
+        .map_err(|error| {
+            tracing::error!(%error, "a response could not be signed");
+            Denial::new(
+                Step::Sign,
+                Code::Internal,
+                "provenance_failed",
+                "the response could not be signed, so nothing is released",
+            )
+        })
 }
