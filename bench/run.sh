@@ -14,7 +14,8 @@
 #
 # Environment: ROUNDS (default 3), DURATION (s per scenario per round, 10), WARMUP (s, 2),
 # CONNECTIONS (4), CONCURRENCY (16 per connection), RATE (requests/s: open loop instead of
-# closed loop), OUT (also write the report to this file).
+# closed loop), OUT (also write the report to this file), PROFILE (a folder: record the gateway
+# with `perf record` during its first round and write perf's report of it there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -138,7 +139,21 @@ load() { # NAME TARGET API AS EXPECT PROCESSES...
   [ -n "${RATE:-}" ] && args+=(--rate "$RATE")
   for p in "$@"; do args+=(--process "$p"); done
   echo "round $round: $name..." >&2
+  local perf=
+  if [ -n "${PROFILE:-}" ] && [ "$name" = isnad ] && [ "$round" = 1 ]; then
+    mkdir -p "$PROFILE"
+    perf record -q -F 1999 -g -p "$GATEWAY_PID" -o "$PROFILE/perf.data" -- sleep $((WARMUP + DURATION)) \
+      2>/dev/null & perf=$!
+  fi
   "$BENCH" load "${args[@]}" > "$W/$round-$name.json"
+  if [ -n "$perf" ]; then
+    wait "$perf" || true
+    perf report -i "$PROFILE/perf.data" --no-children --percent-limit 0.5 --stdio -g none \
+      > "$PROFILE/self.txt" 2>/dev/null || true
+    perf report -i "$PROFILE/perf.data" --children --percent-limit 2 --stdio -g none \
+      > "$PROFILE/children.txt" 2>/dev/null || true
+    echo "profile of the gateway: $PROFILE/self.txt, $PROFILE/children.txt" >&2
+  fi
   RESULTS+=("$W/$round-$name.json")
 }
 

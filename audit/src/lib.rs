@@ -35,7 +35,7 @@ pub use verify::{Export, ExportedRecord, Report, VerifyError, load_key, verify_d
 
 pub use merkle::{
     Frontier, MemoryTree, NodeSource, ProofError, consistency_proof, empty_root, inclusion_proof,
-    leaf_hash, node_hash, root, verify_consistency, verify_inclusion,
+    leaf_hash, node_hash, root, root_from_inclusion, verify_consistency, verify_inclusion,
 };
 pub use record::{
     AuditRecord, Decision, DecodeError, EncodeError, RecordView, Released, SubjectPseudonym,

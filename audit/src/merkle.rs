@@ -220,6 +220,21 @@ pub fn verify_inclusion(
     proof: &[Hash],
     root: &Hash,
 ) -> Result<(), ProofError> {
+    if root_from_inclusion(index, size, leaf, proof)? != *root {
+        return Err(ProofError::RootMismatch);
+    }
+    Ok(())
+}
+
+/// The root that an inclusion proof of `leaf` at `index` in a tree of `size` leads to (RFC 9162
+/// §2.1.3.2 without the final comparison): for a caller that checks the root by other means,
+/// such as a signature over it.
+pub fn root_from_inclusion(
+    index: LeafIndex,
+    size: TreeSize,
+    leaf: &Hash,
+    proof: &[Hash],
+) -> Result<Hash, ProofError> {
     if index.0 >= size.0 {
         return Err(ProofError::IndexOutOfRange {
             index: index.0,
@@ -247,10 +262,7 @@ pub fn verify_inclusion(
     if snode != 0 {
         return Err(ProofError::WrongLength { len: proof.len() });
     }
-    if r != *root {
-        return Err(ProofError::RootMismatch);
-    }
-    Ok(())
+    Ok(r)
 }
 
 /// Verifies a consistency proof (RFC 9162 §2.1.4.2) between `old_root` of size `old` and

@@ -1,34 +1,179 @@
 //! The gateway node's audit log: opened (and recovered) at start-up, appended to by step 8 of
-//! every request, read by the `Audit` service.
+//! every request, read by the `Audit` service; and the batch signer of step 9.
 //!
 //! One log per node (one writer per log, as the audit crate requires); auditors fetch each
 //! node's log and checkpoints. A request is answered only after its record is durable. If the
 //! log cannot be written (a write or sync fails), the log stops taking records and this process
 //! exits: a sync error is never retried (after a failed fsync the kernel may have dropped the
 //! data, so a later success proves nothing), and a gateway that cannot audit must not serve.
+//!
+//! Responses whose records became durable in the same group commit are signed together, by
+//! one signature over a Merkle tree of their contents ([`crate::provenance`]). The log tells
+//! each record's caller its index and the tree size after its batch; the callback of a batch's
+//! last record (index + 1 = tree size) hands the responses waiting so far to the signer thread,
+//! which signs them while the log writes the next batch. An Ed25519 signature costs about as
+//! much as the rest of a request's work; under load one serves a whole batch.
 
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
-use isnad_audit::{Appended, AuditLog, CheckpointSigner, FatalError, Options};
+use isnad_audit::{AppendError, Appended, AuditLog, CheckpointSigner, FatalError, Options};
+use tokio::sync::oneshot;
 use tonic::Code;
 
 use crate::config::AuditConfig;
 use crate::pipeline::{Denial, Step};
+use crate::provenance::{ProvenanceSigner, Signed, Unsigned};
 
 /// The exit code of a gateway whose audit log failed.
 pub const AUDIT_FAILED_EXIT: i32 = 70;
 
-/// The node's audit log.
+/// The node's audit log, and the signer of the responses it records.
 #[derive(Debug, Clone)]
 pub struct AuditTrail {
     log: AuditLog,
+    signing: Arc<SigningThread>,
+}
+
+/// A response waiting for its batch to be signed.
+struct Waiting {
+    unsigned: Unsigned,
+    appended: Appended,
+    reply: oneshot::Sender<Result<Signed, SignFailed>>,
+}
+
+/// Why a response was not signed.
+#[derive(Debug)]
+enum SignFailed {
+    /// Its record could not be appended.
+    Append(AppendError),
+    /// The signer failed, or stopped before signing it.
+    Sign,
+}
+
+/// Responses whose records are durable, waiting for the signer thread.
+#[derive(Default)]
+struct SigningQueue {
+    state: Mutex<SigningState>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct SigningState {
+    waiting: Vec<Waiting>,
+    /// A batch of the log ended since the signer last took the queue.
+    batch_ended: bool,
+    closed: bool,
+}
+
+impl SigningQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SigningState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Called for every durable record, in log order: queues its response (if it has one to
+    /// sign), and wakes the signer at the end of the log's batch.
+    fn durable(&self, appended: Appended, waiting: Option<Waiting>) {
+        let last_of_batch = appended.index.0 + 1 == appended.tree_size.0;
+        let mut state = self.lock();
+        if let Some(waiting) = waiting {
+            state.waiting.push(waiting);
+        }
+        if last_of_batch && !state.waiting.is_empty() {
+            state.batch_ended = true;
+            drop(state);
+            self.wake.notify_one();
+        }
+    }
+
+    /// The signer thread: signs what a finished batch left waiting, until closed and empty.
+    fn run(&self, signer: &ProvenanceSigner) {
+        loop {
+            let batch = {
+                let mut state = self.lock();
+                loop {
+                    if !state.waiting.is_empty() && (state.batch_ended || state.closed) {
+                        break;
+                    }
+                    if state.closed {
+                        return;
+                    }
+                    state = self
+                        .wake
+                        .wait(state)
+                        .unwrap_or_else(PoisonError::into_inner);
+                }
+                state.batch_ended = false;
+                std::mem::take(&mut state.waiting)
+            };
+            let (items, replies): (Vec<_>, Vec<_>) = batch
+                .into_iter()
+                .map(|w| ((w.unsigned, w.appended.index), w.reply))
+                .unzip();
+            match signer.sign_batch(items) {
+                Ok(signed) => {
+                    for (reply, signed) in replies.into_iter().zip(signed) {
+                        let _ = reply.send(Ok(signed));
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(code = error.code(), %error, "a batch of responses could not be signed");
+                    for reply in replies {
+                        let _ = reply.send(Err(SignFailed::Sign));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The signer thread's handle: dropping the last one lets it sign what waits, then stop.
+struct SigningThread {
+    queue: Arc<SigningQueue>,
+    key_id: String,
+}
+
+impl std::fmt::Debug for SigningThread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SigningThread({})", self.key_id)
+    }
+}
+
+impl Drop for SigningThread {
+    fn drop(&mut self) {
+        self.queue.lock().closed = true;
+        self.queue.wake.notify_one();
+    }
+}
+
+/// The audit step's refusal: nothing may be released without its record.
+fn unrecorded(reason: &'static str) -> Denial {
+    Denial::new(
+        Step::Audit,
+        Code::Unavailable,
+        reason,
+        "the access could not be recorded in the audit log, so nothing is released",
+    )
+}
+
+/// The denial for a failed append.
+fn append_failed(error: &AppendError) -> Denial {
+    tracing::error!(code = error.code(), %error, "audit append failed");
+    unrecorded(match error.code() {
+        "audit_busy" => "audit_busy",
+        _ => "audit_unavailable",
+    })
 }
 
 impl AuditTrail {
-    /// Opens the log the configuration names, signing checkpoints as `origin`. Recovery runs
-    /// here: a torn tail is set aside and logged; any other damage refuses to start.
-    pub fn open(config: &AuditConfig, origin: &str) -> anyhow::Result<AuditTrail> {
+    /// Opens the log the configuration names, signing checkpoints as `origin` and responses
+    /// with `provenance`. Recovery runs here: a torn tail is set aside and logged; any other
+    /// damage refuses to start.
+    pub fn open(
+        config: &AuditConfig,
+        origin: &str,
+        provenance: ProvenanceSigner,
+    ) -> anyhow::Result<AuditTrail> {
         let signer = CheckpointSigner::load(origin, &config.key).map_err(|error| {
             anyhow::anyhow!(
                 "audit key {}: {error} (make one with `isnad audit keygen --out FILE`)",
@@ -81,7 +226,19 @@ impl AuditTrail {
             origin,
             "audit log open"
         );
-        Ok(AuditTrail { log })
+        let queue = Arc::new(SigningQueue::default());
+        let key_id = provenance.public().key_id;
+        std::thread::Builder::new()
+            .name("provenance-signer".into())
+            .spawn({
+                let queue = queue.clone();
+                move || queue.run(&provenance)
+            })
+            .map_err(|e| anyhow::anyhow!("cannot start the provenance signer: {e}"))?;
+        Ok(AuditTrail {
+            log,
+            signing: Arc::new(SigningThread { queue, key_id }),
+        })
     }
 
     /// The log, for reads and proofs.
@@ -92,28 +249,52 @@ impl AuditTrail {
     /// Appends `record` and waits until it is durable. Any failure is a denial: nothing may be
     /// released without its record.
     pub async fn append(&self, record: Vec<u8>) -> Result<Appended, Denial> {
-        let (done, durable) = tokio::sync::oneshot::channel();
+        let (done, durable) = oneshot::channel();
+        let queue = self.signing.queue.clone();
         self.log.append(record, move |result| {
+            if let Ok(appended) = &result {
+                queue.durable(*appended, None);
+            }
             let _ = done.send(result);
         });
-        let refused = |reason: &'static str| {
-            Denial::new(
-                Step::Audit,
-                Code::Unavailable,
-                reason,
-                "the access could not be recorded in the audit log, so nothing is released",
-            )
-        };
         match durable.await {
             Ok(Ok(appended)) => Ok(appended),
-            Ok(Err(error)) => {
-                tracing::error!(code = error.code(), %error, "audit append failed");
-                Err(refused(match error.code() {
-                    "audit_busy" => "audit_busy",
-                    _ => "audit_unavailable",
-                }))
+            Ok(Err(error)) => Err(append_failed(&error)),
+            Err(_) => Err(unrecorded("audit_unavailable")),
+        }
+    }
+
+    /// Appends `record`, waits until it is durable, and signs `unsigned` (the content of the
+    /// response it records) together with the other responses of its batch.
+    pub async fn append_and_sign(
+        &self,
+        record: Vec<u8>,
+        unsigned: Unsigned,
+    ) -> Result<Signed, Denial> {
+        let (reply, signed) = oneshot::channel();
+        let queue = self.signing.queue.clone();
+        self.log.append(record, move |result| match result {
+            Ok(appended) => queue.durable(
+                appended,
+                Some(Waiting {
+                    unsigned,
+                    appended,
+                    reply,
+                }),
+            ),
+            Err(error) => {
+                let _ = reply.send(Err(SignFailed::Append(error)));
             }
-            Err(_) => Err(refused("audit_unavailable")),
+        });
+        match signed.await {
+            Ok(Ok(signed)) => Ok(signed),
+            Ok(Err(SignFailed::Append(error))) => Err(append_failed(&error)),
+            Ok(Err(SignFailed::Sign)) | Err(_) => Err(Denial::new(
+                Step::Sign,
+                Code::Internal,
+                "provenance_failed",
+                "the response could not be signed, so nothing is released",
+            )),
         }
     }
 
@@ -129,5 +310,129 @@ impl AuditTrail {
             Ok(None) => {}
             Err(error) => tracing::error!(%error, "audit log: the final checkpoint failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use isnad_audit::{AuditRecord, Decision, LeafIndex, SubjectPseudonym};
+    use isnad_proto::v1::{AttributesResponse, Provenance};
+    use ring::signature::Ed25519KeyPair;
+
+    use super::*;
+    use crate::provenance::{ProvenanceKey, encode_attributes, timestamp};
+
+    fn key_file(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+        let path = dir.join(name);
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).expect("key");
+        std::fs::write(&path, pkcs8.as_ref()).expect("write key");
+        path
+    }
+
+    fn record(n: usize) -> Vec<u8> {
+        AuditRecord {
+            time: 1_800_000_000_000_000_000,
+            node: "gw-1".into(),
+            request_id: format!("r-{n}"),
+            consumer: "housing-programme".into(),
+            provider: "identity-authority".into(),
+            dataset: "identity.person".into(),
+            purpose: "housing-grant".into(),
+            legal_basis: "statute".into(),
+            basis_reference: String::new(),
+            consent_id: None,
+            subject: SubjectPseudonym([7; 32]),
+            requested: vec!["full_name_en".into()],
+            released: Vec::new(),
+            withheld: Vec::new(),
+            decision: Decision::Withheld,
+            policy_revision: [1; 32],
+            released_digest: [0; 32],
+            status: "ok".into(),
+        }
+        .encode()
+        .expect("record")
+    }
+
+    fn response(n: usize) -> AttributesResponse {
+        AttributesResponse {
+            provenance: Some(Provenance {
+                provider: "identity-authority".into(),
+                dataset: "identity.person".into(),
+                policy_revision: format!("sha256:{}", "01".repeat(32)),
+                fetched_at: Some(timestamp(std::time::SystemTime::now())),
+                request_id: format!("r-{n}"),
+                subject_pseudonym: vec![7; 32],
+                ..Provenance::default()
+            }),
+            ..AttributesResponse::default()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn responses_made_durable_together_share_one_signature_and_each_verifies() {
+        let dir = tempfile::tempdir().expect("dir");
+        let config = AuditConfig {
+            dir: dir.path().join("audit"),
+            key: key_file(dir.path(), "audit.pk8"),
+            origin: None,
+            checkpoint_interval_ms: 1000,
+        };
+        let signer =
+            ProvenanceSigner::load("gw-1", &key_file(dir.path(), "p.pk8")).expect("signer");
+        let key = ProvenanceKey::parse(&signer.public().to_string()).expect("key");
+        let trail = AuditTrail::open(&config, "test/audit/gw-1", signer).expect("open");
+
+        // Refusals are recorded between the releases: they end batches too, and sign nothing.
+        let mut tasks = tokio::task::JoinSet::new();
+        for n in 0..96 {
+            let trail = trail.clone();
+            tasks.spawn(async move {
+                if n % 3 == 2 {
+                    trail.append(record(n)).await.map(|_| None)
+                } else {
+                    let mut response = response(n);
+                    let encoding = encode_attributes(&response.attributes);
+                    let unsigned =
+                        Unsigned::new(response.provenance.as_ref().expect("p"), &encoding)
+                            .expect("content");
+                    let signed = trail.append_and_sign(record(n), unsigned).await?;
+                    signed.attach(response.provenance.as_mut().expect("p"));
+                    Ok(Some(response))
+                }
+            });
+        }
+        let mut signatures = HashSet::new();
+        let mut indexes = HashSet::new();
+        let mut signed = 0;
+        while let Some(joined) = tasks.join_next().await {
+            let Some(response) = joined.expect("task").expect("recorded") else {
+                continue;
+            };
+            assert_eq!(key.verify(&response), Ok(()));
+            let provenance = response.provenance.expect("provenance");
+            // The index signed is the record's: its request id is the response's.
+            let exported = isnad_audit::Export::open(
+                &config.dir,
+                LeafIndex(provenance.audit_index),
+                Some(LeafIndex(provenance.audit_index + 1)),
+            )
+            .expect("export")
+            .next()
+            .expect("a record")
+            .expect("readable");
+            assert_eq!(exported.record.request_id, provenance.request_id);
+            assert!(indexes.insert(provenance.audit_index));
+            signatures.insert(provenance.signature);
+            signed += 1;
+        }
+        assert_eq!(signed, 64);
+        assert!(
+            signatures.len() < signed,
+            "{} signatures for {signed} responses appended at once",
+            signatures.len()
+        );
     }
 }

@@ -4,10 +4,19 @@
 //! with the node's provenance key can check it (`isnad verify-response`), and an auditor can
 //! find its record by the audit index and compare `released_digest`.
 //!
-//! The signed bytes (all lengths and integers big endian):
+//! Responses are signed in batches: those whose audit records became durable in the same group
+//! commit share one signature over the root of a Merkle tree of their contents (RFC 6962
+//! hashing: leaf = SHA-256(0x00 || content), node = SHA-256(0x01 || left || right)), and each
+//! carries its inclusion proof in that tree. One Ed25519 signature then serves dozens of
+//! responses under load; a response alone in its batch has an empty proof and its leaf is the
+//! root. Each content holds 16 random bytes of its own, so the sibling hashes a consumer is
+//! given cannot be used to confirm guesses about other consumers' responses.
+//!
+//! A response's content (all lengths and integers big endian):
 //!
 //! ```text
-//! str("isnad-provenance-v1")
+//! str("isnad-provenance-v2")
+//! nonce                                     16 bytes (ProvenanceBatch.nonce)
 //! str(request_id)
 //! subject_pseudonym                         32 bytes
 //! str(dataset) str(provider)
@@ -15,7 +24,6 @@
 //! policy_revision                           32 bytes (the digest of `sha256:<hex>`)
 //! audit_index                               u64
 //! fetched_at                                i64 seconds since the Unix epoch, u32 nanoseconds
-//! str(key_id)
 //!
 //! str(s)        = u32 byte length, UTF-8 bytes
 //! attributes    = u32 count, then per attribute in byte order of the field names:
@@ -26,6 +34,12 @@
 //!                 bits as u64; 0x07 list u32 count, values
 //! ```
 //!
+//! The signature is over the batch statement:
+//!
+//! ```text
+//! str("isnad-provenance-batch-v1") str(key_id) u32 batch size, root   32 bytes
+//! ```
+//!
 //! The audit record's `released_digest` is SHA-256 of the `attributes` part alone.
 
 use std::collections::HashMap;
@@ -34,11 +48,21 @@ use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use isnad_proto::v1::{AttributesResponse, Provenance, Value, value::Kind};
+use isnad_audit::{Hash, LeafIndex, MemoryTree, TreeSize};
+use isnad_proto::v1::{AttributesResponse, Provenance, ProvenanceBatch, Value, value::Kind};
+use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::{self, Ed25519KeyPair, KeyPair};
 
-/// The domain tag the signed bytes start with.
-pub const DOMAIN: &str = "isnad-provenance-v1";
+/// The domain tag a response's content starts with.
+pub const DOMAIN: &str = "isnad-provenance-v2";
+/// The domain tag of the statement a batch's signature covers.
+pub const BATCH_DOMAIN: &str = "isnad-provenance-batch-v1";
+/// The bytes of a response's nonce.
+pub const NONCE_LEN: usize = 16;
+/// Where the nonce sits in a response's content: right after the domain tag.
+const NONCE_AT: usize = 4 + DOMAIN.len();
+/// The most responses one batch signature covers (a proof has at most 16 hashes).
+pub const MAX_BATCH: usize = 1 << 16;
 
 fn put_str(out: &mut Vec<u8>, text: &str) {
     out.extend_from_slice(&(text.len() as u32).to_be_bytes());
@@ -126,6 +150,9 @@ pub enum ProvenanceError {
         /// The key id given.
         expected: String,
     },
+    /// The batch proof is malformed: its size, index or path cannot place a leaf in a tree.
+    #[error("the batch proof is malformed: {0}")]
+    Batch(String),
     /// The signature does not verify over the response's content.
     #[error("the signature does not match the response's content")]
     Signature,
@@ -140,18 +167,20 @@ impl ProvenanceError {
         match self {
             ProvenanceError::Missing(_) => "provenance_missing",
             ProvenanceError::OtherKey { .. } => "provenance_other_key",
+            ProvenanceError::Batch(_) => "provenance_batch",
             ProvenanceError::Signature => "provenance_signature",
             ProvenanceError::Key(_) => "provenance_key",
         }
     }
 }
 
-/// The bytes a response's provenance signs (see the module's documentation), with the released
-/// attributes already in their canonical encoding ([`encode_attributes`]).
-pub fn signing_input(
+/// A response's content (see the module's documentation) with the released attributes already
+/// in their canonical encoding ([`encode_attributes`]), and where its audit index sits in it.
+fn content(
     provenance: &Provenance,
+    nonce: &[u8; NONCE_LEN],
     attributes_encoding: &[u8],
-) -> Result<Vec<u8>, ProvenanceError> {
+) -> Result<(Vec<u8>, usize), ProvenanceError> {
     let pseudonym: &[u8; 32] = provenance
         .subject_pseudonym
         .as_slice()
@@ -164,19 +193,35 @@ pub fn signing_input(
         .fetched_at
         .as_ref()
         .ok_or(ProvenanceError::Missing("fetched_at"))?;
-    let mut out = Vec::with_capacity(256);
+    let mut out = Vec::with_capacity(
+        160 + provenance.request_id.len()
+            + provenance.dataset.len()
+            + provenance.provider.len()
+            + attributes_encoding.len(),
+    );
     put_str(&mut out, DOMAIN);
+    out.extend_from_slice(nonce);
     put_str(&mut out, &provenance.request_id);
     out.extend_from_slice(pseudonym);
     put_str(&mut out, &provenance.dataset);
     put_str(&mut out, &provenance.provider);
     out.extend_from_slice(attributes_encoding);
     out.extend_from_slice(&revision);
+    let index_at = out.len();
     out.extend_from_slice(&provenance.audit_index.to_be_bytes());
     out.extend_from_slice(&fetched_at.seconds.to_be_bytes());
     out.extend_from_slice(&u32::try_from(fetched_at.nanos).unwrap_or(0).to_be_bytes());
-    put_str(&mut out, &provenance.key_id);
-    Ok(out)
+    Ok((out, index_at))
+}
+
+/// The statement a batch's signature covers.
+fn statement(key_id: &str, size: u32, root: &Hash) -> Vec<u8> {
+    let mut out = Vec::with_capacity(80 + key_id.len());
+    put_str(&mut out, BATCH_DOMAIN);
+    put_str(&mut out, key_id);
+    out.extend_from_slice(&size.to_be_bytes());
+    out.extend_from_slice(root);
+    out
 }
 
 /// The 32 bytes of a `sha256:<hex>` revision.
@@ -198,10 +243,61 @@ fn key_id(node: &str, public: &[u8]) -> String {
     format!("{node}+{}", isnad_audit::hex(&digest.as_ref()[..4]))
 }
 
+/// A response's content before signing: complete but for its nonce and audit index, which the
+/// batch signer fills in once the record is durable.
+#[derive(Debug)]
+pub struct Unsigned {
+    content: Vec<u8>,
+    index_at: usize,
+}
+
+impl Unsigned {
+    /// The content of `provenance` (its `audit_index` is replaced when signed) over attributes
+    /// already encoded ([`encode_attributes`]).
+    pub fn new(
+        provenance: &Provenance,
+        attributes_encoding: &[u8],
+    ) -> Result<Unsigned, ProvenanceError> {
+        let (content, index_at) = content(provenance, &[0; NONCE_LEN], attributes_encoding)?;
+        Ok(Unsigned { content, index_at })
+    }
+
+    /// The leaf hash of the content with its nonce and audit index.
+    fn leaf(&mut self, nonce: &[u8], index: LeafIndex) -> Hash {
+        self.content[NONCE_AT..NONCE_AT + NONCE_LEN].copy_from_slice(nonce);
+        self.content[self.index_at..self.index_at + 8].copy_from_slice(&index.0.to_be_bytes());
+        isnad_audit::leaf_hash(&self.content)
+    }
+}
+
+/// One response's share of a batch signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signed {
+    /// The response's audit index, as its content says.
+    pub index: LeafIndex,
+    /// The key that signed.
+    pub key_id: String,
+    /// The batch's Ed25519 signature.
+    pub signature: Vec<u8>,
+    /// The response's place in the batch.
+    pub batch: ProvenanceBatch,
+}
+
+impl Signed {
+    /// Puts the signature and the response's place in its batch into its provenance.
+    pub fn attach(self, provenance: &mut Provenance) {
+        provenance.audit_index = self.index.0;
+        provenance.key_id = self.key_id;
+        provenance.signature = self.signature;
+        provenance.batch = Some(self.batch);
+    }
+}
+
 /// A gateway node's provenance signing key.
 pub struct ProvenanceSigner {
     key: Ed25519KeyPair,
     key_id: String,
+    random: SystemRandom,
 }
 
 impl std::fmt::Debug for ProvenanceSigner {
@@ -223,7 +319,11 @@ impl ProvenanceSigner {
             )
         })?;
         let key_id = key_id(node, key.public_key().as_ref());
-        Ok(ProvenanceSigner { key, key_id })
+        Ok(ProvenanceSigner {
+            key,
+            key_id,
+            random: SystemRandom::new(),
+        })
     }
 
     /// The public key in the form consumers are given (`provenance.pub`).
@@ -236,21 +336,54 @@ impl ProvenanceSigner {
         }
     }
 
-    /// Sets `key_id` and `signature` of the response's provenance; `attributes_encoding` is
-    /// [`encode_attributes`] of its attributes (the audit step made it already).
-    pub fn sign(
+    /// Signs a batch of responses with one signature: draws each a nonce, completes its content
+    /// with the nonce and its audit index, and returns each its share, in the order given.
+    pub fn sign_batch(
         &self,
-        response: &mut AttributesResponse,
-        attributes_encoding: &[u8],
-    ) -> Result<(), ProvenanceError> {
-        let provenance = response
-            .provenance
-            .as_mut()
-            .ok_or(ProvenanceError::Missing("provenance"))?;
-        provenance.key_id = self.key_id.clone();
-        let input = signing_input(provenance, attributes_encoding)?;
-        provenance.signature = self.key.sign(&input).as_ref().to_vec();
-        Ok(())
+        batch: Vec<(Unsigned, LeafIndex)>,
+    ) -> Result<Vec<Signed>, ProvenanceError> {
+        let size = u32::try_from(batch.len())
+            .ok()
+            .filter(|&size| size > 0 && size as usize <= MAX_BATCH)
+            .ok_or_else(|| ProvenanceError::Batch(format!("{} responses", batch.len())))?;
+        let mut nonces = vec![0u8; NONCE_LEN * batch.len()];
+        self.random
+            .fill(&mut nonces)
+            .map_err(|_| ProvenanceError::Key("the system's random generator failed".into()))?;
+        let mut tree = MemoryTree::new();
+        let mut placed = Vec::with_capacity(batch.len());
+        for ((mut unsigned, index), nonce) in batch.into_iter().zip(nonces.chunks(NONCE_LEN)) {
+            tree.push(unsigned.leaf(nonce, index));
+            placed.push((index, nonce));
+        }
+        let signature = self
+            .key
+            .sign(&statement(&self.key_id, size, &tree.root()))
+            .as_ref()
+            .to_vec();
+        placed
+            .into_iter()
+            .enumerate()
+            .map(|(position, (index, nonce))| {
+                let path = isnad_audit::inclusion_proof(
+                    &tree,
+                    LeafIndex(position as u64),
+                    TreeSize(u64::from(size)),
+                )
+                .map_err(|error| ProvenanceError::Batch(error.to_string()))?;
+                Ok(Signed {
+                    index,
+                    key_id: self.key_id.clone(),
+                    signature: signature.clone(),
+                    batch: ProvenanceBatch {
+                        size,
+                        index: position as u32,
+                        path: path.iter().map(|hash| hash.to_vec()).collect(),
+                        nonce: nonce.to_vec(),
+                    },
+                })
+            })
+            .collect()
     }
 }
 
@@ -288,7 +421,8 @@ impl ProvenanceKey {
         })
     }
 
-    /// Checks a response's provenance signature.
+    /// Checks a response's provenance: its leaf, its path to its batch's root, and the batch
+    /// signature over that root.
     pub fn verify(&self, response: &AttributesResponse) -> Result<(), ProvenanceError> {
         let provenance = response
             .provenance
@@ -300,9 +434,34 @@ impl ProvenanceKey {
                 expected: self.key_id.clone(),
             });
         }
-        let input = signing_input(provenance, &encode_attributes(&response.attributes))?;
+        let batch = provenance
+            .batch
+            .as_ref()
+            .ok_or(ProvenanceError::Missing("batch"))?;
+        let nonce: &[u8; NONCE_LEN] = batch
+            .nonce
+            .as_slice()
+            .try_into()
+            .map_err(|_| ProvenanceError::Missing("batch.nonce is not 16 bytes"))?;
+        let path = batch
+            .path
+            .iter()
+            .map(|hash| Hash::try_from(hash.as_slice()))
+            .collect::<Result<Vec<Hash>, _>>()
+            .map_err(|_| ProvenanceError::Batch("a path entry is not 32 bytes".into()))?;
+        let (content, _) = content(provenance, nonce, &encode_attributes(&response.attributes))?;
+        let root = isnad_audit::merkle::root_from_inclusion(
+            LeafIndex(u64::from(batch.index)),
+            TreeSize(u64::from(batch.size)),
+            &isnad_audit::leaf_hash(&content),
+            &path,
+        )
+        .map_err(|error| ProvenanceError::Batch(error.to_string()))?;
         signature::UnparsedPublicKey::new(&signature::ED25519, self.public)
-            .verify(&input, &provenance.signature)
+            .verify(
+                &statement(&self.key_id, batch.size, &root),
+                &provenance.signature,
+            )
             .map_err(|_| ProvenanceError::Signature)
     }
 }
@@ -393,53 +552,196 @@ mod tests {
         assert_eq!(released_digest(&HashMap::new()), [0; 32]);
     }
 
+    /// `response()` for request `n`, signed alone or in a batch with the others.
+    fn batch(signer: &ProvenanceSigner, count: usize) -> Vec<AttributesResponse> {
+        let mut responses: Vec<AttributesResponse> = (0..count)
+            .map(|n| {
+                let mut response = response();
+                let provenance = response.provenance.as_mut().expect("p");
+                provenance.request_id = format!("r-{n}");
+                response
+            })
+            .collect();
+        let unsigned = responses
+            .iter()
+            .enumerate()
+            .map(|(n, response)| {
+                let encoding = encode_attributes(&response.attributes);
+                let unsigned = Unsigned::new(response.provenance.as_ref().expect("p"), &encoding)
+                    .expect("content");
+                (unsigned, LeafIndex(100 + n as u64))
+            })
+            .collect();
+        let signed = signer.sign_batch(unsigned).expect("signed");
+        for (response, signed) in responses.iter_mut().zip(signed) {
+            signed.attach(response.provenance.as_mut().expect("p"));
+        }
+        responses
+    }
+
+    fn provenance(response: &mut AttributesResponse) -> &mut Provenance {
+        response.provenance.as_mut().expect("provenance")
+    }
+
     #[test]
-    fn a_signed_response_verifies_and_any_change_breaks_it() {
+    fn every_response_of_a_batch_verifies_alone() {
         let (signer, _dir) = signer();
-        let mut response = response();
-        let encoding = encode_attributes(&response.attributes);
-        signer.sign(&mut response, &encoding).expect("signed");
         let key = ProvenanceKey::parse(&signer.public().to_string()).expect("parses");
         assert!(key.key_id.starts_with("gw-1+"));
+        for count in [1, 2, 3, 7, 64] {
+            let responses = batch(&signer, count);
+            let signatures: std::collections::HashSet<&Vec<u8>> = responses
+                .iter()
+                .map(|r| &r.provenance.as_ref().expect("p").signature)
+                .collect();
+            assert_eq!(
+                signatures.len(),
+                1,
+                "one signature for the batch of {count}"
+            );
+            for (n, response) in responses.iter().enumerate() {
+                let provenance = response.provenance.as_ref().expect("p");
+                assert_eq!(provenance.audit_index, 100 + n as u64);
+                let batch = provenance.batch.as_ref().expect("batch");
+                assert_eq!((batch.size, batch.index), (count as u32, n as u32));
+                assert_eq!(key.verify(response), Ok(()), "response {n} of {count}");
+            }
+        }
+    }
+
+    #[test]
+    fn nonces_differ_between_responses_and_batches() {
+        let (signer, _dir) = signer();
+        let nonces: std::collections::HashSet<Vec<u8>> = (0..4)
+            .flat_map(|_| batch(&signer, 8))
+            .map(|r| r.provenance.expect("p").batch.expect("batch").nonce)
+            .collect();
+        assert_eq!(nonces.len(), 32);
+    }
+
+    #[test]
+    fn any_change_to_a_signed_response_breaks_it() {
+        let (signer, _dir) = signer();
+        let key = ProvenanceKey::parse(&signer.public().to_string()).expect("parses");
+        let responses = batch(&signer, 5);
+        let response = responses[2].clone();
         assert_eq!(key.verify(&response), Ok(()));
 
         type Change = Box<dyn Fn(&mut AttributesResponse)>;
-        let changes: Vec<Change> = vec![
-            Box::new(|r| {
-                r.attributes
-                    .insert("adult".into(), value(Kind::BoolValue(false)));
-            }),
-            Box::new(|r| {
-                r.attributes.remove("born");
-            }),
-            Box::new(|r| {
-                r.attributes
-                    .insert("extra".into(), value(Kind::StringValue(String::new())));
-            }),
-            Box::new(|r| r.provenance.as_mut().expect("p").audit_index += 1),
-            Box::new(|r| r.provenance.as_mut().expect("p").request_id.push('x')),
-            Box::new(|r| r.provenance.as_mut().expect("p").subject_pseudonym[0] ^= 1),
-            Box::new(|r| r.provenance.as_mut().expect("p").dataset.push('x')),
-            Box::new(|r| r.provenance.as_mut().expect("p").provider.push('x')),
-            Box::new(|r| {
-                r.provenance.as_mut().expect("p").policy_revision =
-                    format!("sha256:{}", "cd".repeat(32))
-            }),
-            Box::new(|r| {
-                if let Some(t) = r.provenance.as_mut().expect("p").fetched_at.as_mut() {
-                    t.nanos += 1;
-                }
-            }),
+        let changes: Vec<(&str, Change)> = vec![
+            (
+                "value",
+                Box::new(|r| {
+                    r.attributes
+                        .insert("adult".into(), value(Kind::BoolValue(false)));
+                }),
+            ),
+            (
+                "removed",
+                Box::new(|r| {
+                    r.attributes.remove("born");
+                }),
+            ),
+            (
+                "added",
+                Box::new(|r| {
+                    r.attributes
+                        .insert("extra".into(), value(Kind::StringValue(String::new())));
+                }),
+            ),
+            ("index", Box::new(|r| provenance(r).audit_index += 1)),
+            ("request", Box::new(|r| provenance(r).request_id.push('x'))),
+            (
+                "subject",
+                Box::new(|r| provenance(r).subject_pseudonym[0] ^= 1),
+            ),
+            ("dataset", Box::new(|r| provenance(r).dataset.push('x'))),
+            ("provider", Box::new(|r| provenance(r).provider.push('x'))),
+            (
+                "revision",
+                Box::new(|r| provenance(r).policy_revision = format!("sha256:{}", "cd".repeat(32))),
+            ),
+            (
+                "time",
+                Box::new(|r| {
+                    if let Some(t) = provenance(r).fetched_at.as_mut() {
+                        t.nanos += 1;
+                    }
+                }),
+            ),
+            (
+                "nonce",
+                Box::new(|r| provenance(r).batch.as_mut().expect("b").nonce[0] ^= 1),
+            ),
+            (
+                "path",
+                Box::new(|r| provenance(r).batch.as_mut().expect("b").path[0][0] ^= 1),
+            ),
+            (
+                "place",
+                Box::new(|r| provenance(r).batch.as_mut().expect("b").index = 3),
+            ),
+            ("signature", Box::new(|r| provenance(r).signature[0] ^= 1)),
         ];
-        for (n, change) in changes.iter().enumerate() {
+        for (what, change) in &changes {
             let mut changed = response.clone();
             change(&mut changed);
             assert_eq!(
-                key.verify(&changed),
-                Err(ProvenanceError::Signature),
-                "change {n}"
+                key.verify(&changed).map_err(|e| e.code()),
+                Err("provenance_signature"),
+                "{what}"
             );
         }
+        // Another response's share of the same batch does not fit this response.
+        let mut borrowed = response.clone();
+        borrowed.provenance.as_mut().expect("p").batch =
+            responses[3].provenance.as_ref().expect("p").batch.clone();
+        assert_eq!(key.verify(&borrowed), Err(ProvenanceError::Signature));
+        // A batch proof that cannot place a leaf is malformed, not merely wrong.
+        let malformed: Vec<(&str, Change)> = vec![
+            (
+                "size",
+                Box::new(|r| provenance(r).batch.as_mut().expect("b").size = 2),
+            ),
+            (
+                "index past the size",
+                Box::new(|r| provenance(r).batch.as_mut().expect("b").index = 5),
+            ),
+            (
+                "short hash",
+                Box::new(|r| {
+                    provenance(r).batch.as_mut().expect("b").path[1]
+                        .pop()
+                        .map_or((), drop)
+                }),
+            ),
+            (
+                "extra hash",
+                Box::new(|r| {
+                    provenance(r)
+                        .batch
+                        .as_mut()
+                        .expect("b")
+                        .path
+                        .push(vec![0; 32])
+                }),
+            ),
+        ];
+        for (what, change) in &malformed {
+            let mut changed = response.clone();
+            change(&mut changed);
+            assert_eq!(
+                key.verify(&changed).map_err(|e| e.code()),
+                Err("provenance_batch"),
+                "{what}"
+            );
+        }
+        let mut unbatched = response.clone();
+        unbatched.provenance.as_mut().expect("p").batch = None;
+        assert_eq!(
+            key.verify(&unbatched).map_err(|e| e.code()),
+            Err("provenance_missing")
+        );
         let mut renamed = response.clone();
         renamed.provenance.as_mut().expect("p").key_id = "gw-2+00000000".into();
         assert_eq!(
@@ -452,5 +754,14 @@ mod tests {
             .withheld
             .push(isnad_proto::v1::FieldOutcome::default());
         assert_eq!(key.verify(&annotated), Ok(()));
+    }
+
+    #[test]
+    fn an_empty_batch_is_refused() {
+        let (signer, _dir) = signer();
+        assert_eq!(
+            signer.sign_batch(Vec::new()).map_err(|e| e.code()),
+            Err("provenance_batch")
+        );
     }
 }

@@ -303,7 +303,7 @@ impl Gateway {
             .clone()
             .unwrap_or_else(|| format!("{federation}/audit/{}", config.node));
         let provenance = ProvenanceSigner::load(&config.node, &config.provenance_key)?;
-        let audit = AuditTrail::open(&config.audit, &origin)?;
+        let audit = AuditTrail::open(&config.audit, &origin, provenance)?;
         Ok(Gateway {
             pipeline: Arc::new(Pipeline {
                 store: Arc::new(store),
@@ -315,7 +315,6 @@ impl Gateway {
                 replay_window: Duration::from_secs(config.replay_window_s),
                 node: config.node.clone(),
                 audit,
-                provenance,
             }),
             tls,
             accept: AcceptLimits {

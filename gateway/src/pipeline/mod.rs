@@ -12,7 +12,7 @@
 //! 8 audit         the record of the request, released or refused, durable    audit.rs
 //!                 before anything is answered
 //! 9 sign          provenance signature over the released attributes and the  sign.rs
-//!                 audit index
+//!                 audit index, one per batch of durable records
 //! ```
 //!
 //! Every step either passes its output on or returns a [`Denial`]: nothing is released unless
@@ -50,7 +50,6 @@ use crate::audit_trail::AuditTrail;
 use crate::config::Limits;
 use crate::consent_keys::ConsentKeys;
 use crate::policy_store::PolicyStore;
-use crate::provenance::ProvenanceSigner;
 use crate::secrets::PseudonymKey;
 
 /// Everything a request needs, shared by all requests.
@@ -73,10 +72,8 @@ pub struct Pipeline {
     pub replay_window: Duration,
     /// This node's name, in its audit records.
     pub node: String,
-    /// The node's audit log.
+    /// The node's audit log, and the signer of the responses it records.
     pub audit: AuditTrail,
-    /// The node's provenance key.
-    pub provenance: ProvenanceSigner,
 }
 
 impl Pipeline {
@@ -94,14 +91,21 @@ impl Pipeline {
             .await;
         // 8 audit: the record is durable before the caller hears anything.
         let at = SystemTime::now();
-        let appended = self
-            .audit
-            .append(audit::record(&facts, &answer, at)?)
-            .await?;
-        let mut response = answer?;
-        // 9 sign: provenance over what is released, where it is recorded, and when.
-        sign::sign(&self.provenance, &mut response, &facts, appended.index, at)?;
-        Ok(response)
+        let record = audit::record(&facts, &answer, at)?;
+        match answer {
+            Err(denial) => {
+                self.audit.append(record).await?;
+                Err(denial)
+            }
+            Ok(mut response) => {
+                // 9 sign: provenance over what is released, where it is recorded, and when;
+                // signed with the other responses whose records were made durable together.
+                let unsigned = sign::prepare(&mut response, &facts, at)?;
+                let signed = self.audit.append_and_sign(record, unsigned).await?;
+                sign::attach(&mut response, signed);
+                Ok(response)
+            }
+        }
     }
 
     /// Steps 1 to 7. `facts` learns, step by step, what the audit record says.

@@ -65,9 +65,10 @@ pub struct FieldOutcome {
 }
 /// Where the attributes came from, signed by the gateway: a consumer can prove to anyone who
 /// trusts the gateway's provenance key that this gateway released exactly these attributes, for
-/// this request, under this policy, recorded at this audit index. The signature is Ed25519 over
-/// the canonical encoding in the README ("Verifying a response"); `isnad verify-response`
-/// checks it.
+/// this request, under this policy, recorded at this audit index. Responses whose audit records
+/// became durable together are signed together: `signature` is Ed25519 over the root of a Merkle
+/// tree (RFC 6962 hashing) of their canonical encodings, and `batch` places this response in it
+/// (README, "Verifying a response"); `isnad verify-response` checks both.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Provenance {
     /// The provider agency's id.
@@ -94,6 +95,26 @@ pub struct Provenance {
     /// HMAC-SHA256(pseudonym key, subject): how the audit log names the subject.
     #[prost(bytes = "vec", tag = "9")]
     pub subject_pseudonym: ::prost::alloc::vec::Vec<u8>,
+    /// This response's place in the batch of responses that `signature` covers.
+    #[prost(message, optional, tag = "10")]
+    pub batch: ::core::option::Option<ProvenanceBatch>,
+}
+/// A response's leaf in the Merkle tree of its signing batch.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ProvenanceBatch {
+    /// How many responses the batch signed.
+    #[prost(uint32, tag = "1")]
+    pub size: u32,
+    /// This response's leaf, from 0.
+    #[prost(uint32, tag = "2")]
+    pub index: u32,
+    /// The inclusion proof of the leaf in the batch's tree (RFC 9162 2.1.3), leaf to root.
+    #[prost(bytes = "vec", repeated, tag = "3")]
+    pub path: ::prost::alloc::vec::Vec<::prost::alloc::vec::Vec<u8>>,
+    /// 16 bytes drawn for this response alone, part of its leaf, so that the sibling hashes in
+    /// `path` reveal nothing about other responses of the batch.
+    #[prost(bytes = "vec", tag = "4")]
+    pub nonce: ::prost::alloc::vec::Vec<u8>,
 }
 /// A typed attribute value.
 #[derive(Clone, PartialEq, ::prost::Message)]
