@@ -319,6 +319,7 @@ impl Gateway {
             tls,
             accept: AcceptLimits {
                 handshake_timeout: Duration::from_millis(config.limits.handshake_timeout_ms),
+                coalesce_writes: true,
                 ..AcceptLimits::default()
             },
             max_concurrent_streams: config.limits.max_concurrent_streams,

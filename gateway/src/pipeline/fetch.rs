@@ -177,11 +177,18 @@ impl Upstreams {
             )?);
             let clients = (0..limits.upstream_connections.max(1))
                 .map(|_| {
-                    isnad_tls::client::channel(endpoint, config.clone(), ChannelSettings::default())
-                        .map(|channel| {
-                            ProviderClient::new(channel)
-                                .max_decoding_message_size(limits.max_provider_reply_bytes)
-                        })
+                    isnad_tls::client::channel(
+                        endpoint,
+                        config.clone(),
+                        ChannelSettings {
+                            coalesce_writes: true,
+                            ..ChannelSettings::default()
+                        },
+                    )
+                    .map(|channel| {
+                        ProviderClient::new(channel)
+                            .max_decoding_message_size(limits.max_provider_reply_bytes)
+                    })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             pools.insert(

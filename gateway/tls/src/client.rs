@@ -16,18 +16,23 @@ use tokio_rustls::client::TlsStream;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::TlsError;
+use crate::coalesce::Coalesce;
 
 /// HTTP/2 and connection settings of a channel.
 #[derive(Debug, Clone, Copy)]
 pub struct ChannelSettings {
     /// Time allowed for TCP connect plus TLS handshake.
     pub connect_timeout: Duration,
+    /// Postpone flushes until the worker has run its other ready tasks, so that the requests of
+    /// many calls leave in one write ([`crate::coalesce`]).
+    pub coalesce_writes: bool,
 }
 
 impl Default for ChannelSettings {
     fn default() -> Self {
         ChannelSettings {
             connect_timeout: Duration::from_secs(3),
+            coalesce_writes: false,
         }
     }
 }
@@ -56,6 +61,7 @@ pub fn channel(
     Ok(endpoint.connect_with_connector_lazy(MtlsConnector {
         tls: TlsConnector::from(config),
         timeout: settings.connect_timeout,
+        coalesce_writes: settings.coalesce_writes,
     }))
 }
 
@@ -64,10 +70,11 @@ pub fn channel(
 struct MtlsConnector {
     tls: TlsConnector,
     timeout: Duration,
+    coalesce_writes: bool,
 }
 
 impl tower::Service<Uri> for MtlsConnector {
-    type Response = TokioIo<TlsStream<TcpStream>>;
+    type Response = TokioIo<Coalesce<TlsStream<TcpStream>>>;
     type Error = std::io::Error;
     type Future =
         Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send + 'static>>;
@@ -79,6 +86,7 @@ impl tower::Service<Uri> for MtlsConnector {
     fn call(&mut self, uri: Uri) -> Self::Future {
         let tls = self.tls.clone();
         let timeout = self.timeout;
+        let coalesce_writes = self.coalesce_writes;
         Box::pin(async move {
             let invalid = |what| std::io::Error::new(std::io::ErrorKind::InvalidInput, what);
             let host = uri.host().ok_or_else(|| invalid("no host"))?;
@@ -97,7 +105,7 @@ impl tower::Service<Uri> for MtlsConnector {
             let stream = tokio::time::timeout(timeout, connect).await.map_err(|_| {
                 std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
             })??;
-            Ok(TokioIo::new(stream))
+            Ok(TokioIo::new(Coalesce::new(stream, coalesce_writes)))
         })
     }
 }

@@ -9,8 +9,10 @@
 //!   tonic connections tagged with the peer's identity.
 //! - [`client`]: a tonic channel over mutual TLS that checks the server's SPIFFE ID.
 //! - [`material`]: loading certificates and keys from PEM files.
+//! - [`coalesce`]: write coalescing for busy HTTP/2 connections.
 
 pub mod client;
+pub mod coalesce;
 pub mod identity;
 pub mod material;
 pub mod policy;

@@ -21,6 +21,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 
+use crate::coalesce::Coalesce;
 use crate::identity::PeerInfo;
 
 /// Limits of the accept loop.
@@ -30,6 +31,9 @@ pub struct AcceptLimits {
     pub handshake_timeout: Duration,
     /// At most this many handshakes run at once; further connections wait to be accepted.
     pub max_pending_handshakes: usize,
+    /// Postpone each connection's flushes until the worker has run its other ready tasks, so
+    /// that the responses of many streams leave in one write ([`crate::coalesce`]).
+    pub coalesce_writes: bool,
 }
 
 impl Default for AcceptLimits {
@@ -37,6 +41,7 @@ impl Default for AcceptLimits {
         AcceptLimits {
             handshake_timeout: Duration::from_secs(5),
             max_pending_handshakes: 512,
+            coalesce_writes: false,
         }
     }
 }
@@ -44,7 +49,7 @@ impl Default for AcceptLimits {
 /// A TLS connection with the peer's identity, as tonic consumes it.
 #[derive(Debug)]
 pub struct TlsConn {
-    stream: TlsStream<TcpStream>,
+    stream: Coalesce<TlsStream<TcpStream>>,
     peer: Arc<PeerInfo>,
 }
 
@@ -149,7 +154,7 @@ pub fn incoming(
                     PeerInfo::from_chain(stream.get_ref().1.peer_certificates(), Some(remote));
                 let _ = tx
                     .send(Ok(TlsConn {
-                        stream,
+                        stream: Coalesce::new(stream, limits.coalesce_writes),
                         peer: Arc::new(peer),
                     }))
                     .await;
