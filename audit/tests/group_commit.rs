@@ -143,3 +143,59 @@ fn a_panicking_callback_does_not_stop_the_writer() {
         LeafIndex(1)
     );
 }
+
+#[test]
+fn with_a_commit_delay_concurrent_appends_share_larger_batches() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let signer = signer();
+    let (log, _) = AuditLog::open(
+        dir.path(),
+        Options {
+            commit_delay: std::time::Duration::from_millis(20),
+            ..options(&signer)
+        },
+    )
+    .expect("opens");
+    let threads: Vec<_> = (0..8u64)
+        .map(|t| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for seq in 0..25 {
+                    log.append_wait(tagged(t, seq)).expect("appends");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("thread");
+    }
+    let stats = log.stats();
+    assert_eq!(stats.records, 200);
+    // Every batch after a shared one waits for the other threads' next records.
+    assert!(
+        stats.syncs * 6 <= stats.records,
+        "at least 6 records per sync on average: {stats:?}"
+    );
+}
+
+#[test]
+fn appends_one_at_a_time_are_never_delayed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let signer = signer();
+    let (log, _) = AuditLog::open(
+        dir.path(),
+        Options {
+            commit_delay: std::time::Duration::from_secs(30),
+            ..options(&signer)
+        },
+    )
+    .expect("opens");
+    // A lone caller's batches hold one record each: the delay never applies. (Were it applied,
+    // these appends would take minutes.)
+    let started = std::time::Instant::now();
+    for seq in 0..20 {
+        log.append_wait(tagged(0, seq)).expect("appends");
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    assert_eq!(log.stats().syncs, 20);
+}

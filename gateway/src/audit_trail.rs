@@ -195,6 +195,7 @@ impl AuditTrail {
         let options = Options {
             signer: Some(Arc::new(signer)),
             checkpoint_interval: Duration::from_millis(config.checkpoint_interval_ms.max(10)),
+            commit_delay: Duration::from_micros(config.commit_delay_us.min(100_000)),
             on_fatal: Some(hook),
             ..Options::default()
         };
@@ -379,6 +380,7 @@ mod tests {
             key: key_file(dir.path(), "audit.pk8"),
             origin: None,
             checkpoint_interval_ms: 1000,
+            commit_delay_us: 200,
         };
         let signer =
             ProvenanceSigner::load("gw-1", &key_file(dir.path(), "p.pk8")).expect("signer");

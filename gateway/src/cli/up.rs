@@ -176,6 +176,7 @@ pub(crate) async fn start(
             key: ed25519_key(&dir, "audit-log.pk8")?,
             origin: None,
             checkpoint_interval_ms: 1000,
+            commit_delay_us: 200,
         },
         provenance_key: ed25519_key(&dir, "provenance.pk8")?,
         consent: Some(ConsentConfig {
