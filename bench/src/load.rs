@@ -247,7 +247,7 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<LoadResult> {
             trust_domain: args.federation.clone(),
         },
     };
-    let tls = Arc::new(isnad_tls::policy::client_config(&material, expected)?);
+    let tls = Arc::new(isnad_tls::policy::fixed_client_config(material, expected)?);
     let targets: Vec<Target> = (0..args.connections.max(1))
         .map(|_| {
             let channel =

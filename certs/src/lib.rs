@@ -17,8 +17,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PublicKeyData, SanType,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    PKCS_ECDSA_P256_SHA256, PublicKeyData, RevokedCertParams, SanType, SerialNumber,
 };
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
@@ -127,6 +128,15 @@ pub enum Error {
     /// not ASCII).
     #[error("cannot create the key or certificate: {0}")]
     Certificate(#[from] rcgen::Error),
+    /// A certificate or revocation list given to read is not one this CA issued, or does not
+    /// parse.
+    #[error("{what}: {reason}")]
+    Unreadable {
+        /// Which file or item.
+        what: String,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 fn is_name_char(b: u8) -> bool {
@@ -371,6 +381,88 @@ impl CertificateAuthority {
     }
 }
 
+/// A certificate on a revocation list: its serial number and when it was revoked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    /// The certificate's serial number, big-endian bytes as in the certificate.
+    pub serial: Vec<u8>,
+    /// When the CA revoked it.
+    pub at: OffsetDateTime,
+}
+
+/// A certificate revocation list's content: its number and entries.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RevocationList {
+    /// The CRL number (RFC 5280 5.2.3); each new list of a CA has a larger one.
+    pub number: u64,
+    /// The revoked certificates.
+    pub revoked: Vec<Revocation>,
+}
+
+impl CertificateAuthority {
+    /// Signs a certificate revocation list (PEM) of `list`'s entries, valid from an hour ago
+    /// until `valid_days` from now: relying parties check certificates this CA issued against
+    /// it, and should fetch its successor before `nextUpdate`.
+    pub fn revocation_list(&self, list: &RevocationList, valid_days: u32) -> Result<String, Error> {
+        let now = OffsetDateTime::now_utc();
+        let params = CertificateRevocationListParams {
+            this_update: now - Duration::hours(1),
+            next_update: now + Duration::days(i64::from(valid_days.max(1))),
+            crl_number: SerialNumber::from(list.number.to_be_bytes().to_vec()),
+            issuing_distribution_point: None,
+            revoked_certs: list
+                .revoked
+                .iter()
+                .map(|entry| RevokedCertParams {
+                    serial_number: SerialNumber::from(entry.serial.clone()),
+                    revocation_time: entry.at,
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        Ok(params.signed_by(&self.issuer)?.pem()?)
+    }
+}
+
+/// The serial number of the (first) certificate in `cert_pem`.
+pub fn serial_number(cert_pem: &str) -> Result<Vec<u8>, Error> {
+    let unreadable = |reason: String| Error::Unreadable {
+        what: "certificate".into(),
+        reason,
+    };
+    let der = pem_to_der(cert_pem).ok_or_else(|| unreadable("not a PEM CERTIFICATE".into()))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|e| unreadable(format!("does not parse ({e})")))?;
+    Ok(cert.raw_serial().to_vec())
+}
+
+/// The number and entries of a PEM revocation list (to carry them into the next one). The
+/// signature is not checked here: the list is the CA's own file.
+pub fn read_revocation_list(crl_pem: &str) -> Result<RevocationList, Error> {
+    let unreadable = |reason: String| Error::Unreadable {
+        what: "revocation list".into(),
+        reason,
+    };
+    let der = rustls_pki_types::CertificateRevocationListDer::from_pem_slice(crl_pem.as_bytes())
+        .map_err(|e| unreadable(format!("not a PEM X509 CRL ({e})")))?;
+    let (_, crl) = x509_parser::parse_x509_crl(der.as_ref())
+        .map_err(|e| unreadable(format!("does not parse ({e})")))?;
+    let number = crl
+        .crl_number()
+        .and_then(|n| u64::try_from(n).ok())
+        .unwrap_or(0);
+    let revoked = crl
+        .iter_revoked_certificates()
+        .map(|entry| Revocation {
+            serial: entry.raw_serial().to_vec(),
+            at: entry.revocation_date.to_datetime(),
+        })
+        .collect();
+    Ok(RevocationList { number, revoked })
+}
+
 /// Whether `needle` occurs in `haystack`.
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
@@ -433,6 +525,11 @@ fn write_file(path: &Path, contents: &str, secret: bool) -> Result<(), Error> {
         .and_then(|d| d.sync_all())
         .map_err(io_error(dir))?;
     Ok(())
+}
+
+/// Writes a public file (a certificate, a revocation list) atomically, mode 0644.
+pub fn write_public_file(path: &Path, contents: &str) -> Result<(), Error> {
+    write_file(path, contents, false)
 }
 
 fn create_dir(dir: &Path) -> Result<(), Error> {

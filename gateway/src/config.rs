@@ -147,6 +147,23 @@ pub struct TlsPaths {
     pub cert: PathBuf,
     /// This node's private key (PEM).
     pub key: PathBuf,
+    /// The federation CA's certificate revocation lists (PEM or DER): certificates on them are
+    /// refused, at the handshake and, for connections already open, at every request. The
+    /// files are re-read when they change (and the certificate, key and CA), like the policy.
+    #[serde(default)]
+    pub crls: Vec<PathBuf>,
+}
+
+impl TlsPaths {
+    /// The files, for loading.
+    pub fn files(&self) -> isnad_tls::TlsFiles {
+        isnad_tls::TlsFiles {
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            crls: self.crls.clone(),
+        }
+    }
 }
 
 /// Request and connection limits.
@@ -235,6 +252,7 @@ impl GatewayConfig {
         for file in [&mut config.policy_signing_key, &mut config.hash_key]
             .into_iter()
             .flatten()
+            .chain(&mut config.tls.crls)
         {
             *file = base.join(&*file);
         }

@@ -20,7 +20,7 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use isnad_policy::{LoadErrors, PolicySet, SignatureError, Sources, Transform, VerifyingKey};
-use isnad_tls::TlsMaterial;
+use isnad_tls::LiveTls;
 
 use crate::pipeline::Upstreams;
 
@@ -89,8 +89,8 @@ pub struct Capabilities {
 pub struct UpstreamSettings {
     /// Endpoint overrides by agency id.
     pub overrides: BTreeMap<String, String>,
-    /// The gateway's TLS material.
-    pub material: TlsMaterial,
+    /// The gateway's TLS material (it presents its certificate to providers).
+    pub tls: Arc<LiveTls>,
     /// Connections per provider, reply size, circuit breaker.
     pub limits: crate::config::Limits,
 }
@@ -311,7 +311,7 @@ fn make_current(
             Upstreams::new(
                 policy.catalogue(),
                 &upstream.overrides,
-                &upstream.material,
+                &upstream.tls,
                 &upstream.limits,
             )
             .map_err(|e| ReloadError::Unusable(format!("provider channels: {e:#}")))?,

@@ -15,7 +15,7 @@ use isnad_proto::v1::{
     ReloadPolicyRequest, ReloadPolicyResponse, RevokeConsentRequest, RevokeConsentResponse,
 };
 use isnad_tls::server::AcceptLimits;
-use isnad_tls::{PeerInfo, TlsFiles};
+use isnad_tls::{LiveTls, PeerInfo};
 use tokio::net::TcpListener;
 use tonic::{Code, Request, Response, Status};
 
@@ -226,7 +226,6 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub struct Gateway {
     pipeline: Arc<Pipeline>,
-    tls: rustls::ServerConfig,
     accept: AcceptLimits,
     max_concurrent_streams: u32,
     policy_poll: Option<Duration>,
@@ -235,13 +234,7 @@ pub struct Gateway {
 impl Gateway {
     /// Loads everything the configuration names; any error stops here, before serving.
     pub fn load(config: &GatewayConfig) -> anyhow::Result<Gateway> {
-        let material = TlsFiles {
-            ca: config.tls.ca.clone(),
-            cert: config.tls.cert.clone(),
-            key: config.tls.key.clone(),
-        }
-        .load()?;
-        let tls = isnad_tls::policy::server_config(&material)?;
+        let tls = LiveTls::load(config.tls.files())?;
         let signing_key = match &config.policy_signing_key {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -269,7 +262,7 @@ impl Gateway {
             },
             UpstreamSettings {
                 overrides: config.upstreams.clone(),
-                material,
+                tls: tls.clone(),
                 limits: config.limits,
             },
         )
@@ -315,8 +308,8 @@ impl Gateway {
                 replay_window: Duration::from_secs(config.replay_window_s),
                 node: config.node.clone(),
                 audit,
+                tls,
             }),
-            tls,
             accept: AcceptLimits {
                 handshake_timeout: Duration::from_millis(config.limits.handshake_timeout_ms),
                 coalesce_writes: true,
@@ -338,7 +331,12 @@ impl Gateway {
         let max_request_bytes = self.pipeline.limits.max_request_bytes;
         let store = self.pipeline.store.clone();
         let consent = self.pipeline.consent.clone();
-        let reloads = spawn_reload_triggers(store.clone(), consent.clone(), self.policy_poll)?;
+        let reloads = spawn_reload_triggers(
+            store.clone(),
+            consent.clone(),
+            self.pipeline.tls.clone(),
+            self.policy_poll,
+        )?;
         // The transport refuses anything far larger outright; up to 4x the limit a request is
         // decoded so the admit step can refuse it with a precise reason code.
         let admin = AdminServer::new(AdminService {
@@ -352,6 +350,7 @@ impl Gateway {
             self.pipeline.pseudonyms.clone(),
         ));
         let trail = self.pipeline.audit.clone();
+        let tls = self.pipeline.tls.clone();
         let exchange = ExchangeServer::new(ExchangeService {
             pipeline: self.pipeline,
         })
@@ -363,8 +362,7 @@ impl Gateway {
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(isnad_proto::v1::FILE_DESCRIPTOR_SET)
             .build_v1()?;
-        let incoming =
-            isnad_tls::server::incoming(listener, isnad_tls::server::shared(self.tls), self.accept);
+        let incoming = isnad_tls::server::incoming(listener, tls, self.accept)?;
         let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<()>();
         let served = tonic::transport::Server::builder()
             .layer(tower::util::MapResponseLayer::new(precise_codec_errors))
@@ -456,17 +454,19 @@ fn precise_codec_errors(
     errors::status(Code::InvalidArgument, reason, text).into_http()
 }
 
-/// Starts the reload triggers: polling the policy store and the consent keys every `poll` (if
-/// set), and SIGHUP.
+/// Starts the reload triggers: polling the policy store, the consent keys and the TLS files
+/// every `poll` (if set), and SIGHUP.
 fn spawn_reload_triggers(
     store: Arc<PolicyStore>,
     consent: Option<Arc<ConsentKeys>>,
+    tls: Arc<LiveTls>,
     poll: Option<Duration>,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     let mut tasks = Vec::new();
     if let Some(every) = poll {
         let store = store.clone();
         let consent = consent.clone();
+        let tls = tls.clone();
         tasks.push(tokio::spawn(async move {
             let mut ticks = tokio::time::interval(every);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -475,11 +475,13 @@ fn spawn_reload_triggers(
                 ticks.tick().await;
                 let store = store.clone();
                 let consent = consent.clone();
+                let tls = tls.clone();
                 let _ = tokio::task::spawn_blocking(move || {
                     store.poll();
                     if let Some(consent) = consent {
                         consent.poll("file change");
                     }
+                    let _ = tls.poll();
                 })
                 .await;
             }
@@ -494,11 +496,13 @@ fn spawn_reload_triggers(
             while hangups.recv().await.is_some() {
                 let store = store.clone();
                 let consent = consent.clone();
+                let tls = tls.clone();
                 let _ = tokio::task::spawn_blocking(move || {
                     let _ = store.reload("SIGHUP");
                     if let Some(consent) = consent {
                         consent.poll("SIGHUP");
                     }
+                    let _ = tls.reload("SIGHUP");
                 })
                 .await;
             }

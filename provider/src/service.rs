@@ -138,18 +138,13 @@ pub async fn serve(
     for (name, size) in service.sizes() {
         tracing::info!(agency = %config.agency, dataset = name, subjects = size, "dataset loaded");
     }
-    let tls = TlsFiles {
+    let tls = isnad_tls::LiveTls::load(TlsFiles {
         ca: config.tls.ca.clone(),
         cert: config.tls.cert.clone(),
         key: config.tls.key.clone(),
-    }
-    .load()?;
-    let server_config = isnad_tls::policy::server_config(&tls)?;
-    let incoming = isnad_tls::server::incoming(
-        listener,
-        isnad_tls::server::shared(server_config),
-        Default::default(),
-    );
+        crls: Vec::new(),
+    })?;
+    let incoming = isnad_tls::server::incoming(listener, tls, Default::default())?;
     tonic::transport::Server::builder()
         .add_service(ProviderServer::new(service))
         .serve_with_incoming_shutdown(incoming, shutdown)

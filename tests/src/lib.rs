@@ -77,12 +77,22 @@ pub struct Process {
 impl Process {
     /// Starts `isnad ARGS`, logging to `log`.
     pub fn start(args: &[&str], log: PathBuf, env: &[(&str, &str)]) -> Process {
+        Self::start_with_stdout(args, log, Stdio::null(), env)
+    }
+
+    /// Starts `isnad ARGS`, logging to `log`, its standard output to `stdout`.
+    pub fn start_with_stdout(
+        args: &[&str],
+        log: PathBuf,
+        stdout: impl Into<Stdio>,
+        env: &[(&str, &str)],
+    ) -> Process {
         let stderr = std::fs::File::create(&log).unwrap();
         let mut command = Command::new(isnad_bin());
         command
             .args(args)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(stderr);
         for (key, value) in env {
             command.env(key, value);
@@ -185,23 +195,45 @@ impl Federation {
         Self::start_with_env(&[])
     }
 
-    /// Starts `isnad up` with extra environment (e.g. `ISNAD_LOG`).
+    /// Starts `isnad up` with extra environment (e.g. `ISNAD_LOG`). The gateway listens on a
+    /// port the system picks (no race with other tests for a "free" port); `isnad up` prints
+    /// it once everything is up.
     pub fn start_with_env(env: &[(&str, &str)]) -> Federation {
         let dir = tempfile::tempdir().unwrap();
-        let gateway: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut process = Process::start(
+        let out = dir.path().join("isnad-up.out");
+        let mut process = Process::start_with_stdout(
             &[
                 "up",
                 "--dir",
                 dir.path().to_str().unwrap(),
                 "--listen",
-                &gateway.to_string(),
+                "127.0.0.1:0",
                 "--federation",
                 repo_root().join("deploy/local").to_str().unwrap(),
             ],
             dir.path().join("isnad-up.log"),
+            std::fs::File::create(&out).unwrap(),
             env,
         );
+        let start = Instant::now();
+        let gateway: SocketAddr = loop {
+            let printed = std::fs::read_to_string(&out).unwrap_or_default();
+            if let Some(addr) = printed
+                .lines()
+                .find_map(|line| line.trim().strip_prefix("gateway"))
+                .and_then(|rest| rest.trim().strip_prefix("https://"))
+                .and_then(|addr| addr.parse().ok())
+            {
+                break addr;
+            }
+            process.assert_running();
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "isnad up did not come up; log:\n{}",
+                process.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
         wait_for_port(gateway, &mut process);
         Federation {
             dir,
@@ -351,6 +383,18 @@ impl Federation {
             &[],
         );
         wait_for_port(config.addr, &mut process);
+        // The port may have been taken by another test's process since it was found free:
+        // only this process saying it serves counts.
+        let start = Instant::now();
+        while !process.logs().contains("gateway serving") {
+            process.assert_running();
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the gateway did not come up; log:\n{}",
+                process.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         Gateway {
             addr: config.addr,
             audit: config.audit.clone(),
@@ -388,8 +432,8 @@ pub fn client_with(addr: SocketAddr, material: &TlsMaterial) -> ExchangeClient<C
 
 /// A channel to the gateway at `addr` presenting `material`, for any of its services.
 pub fn channel_with(addr: SocketAddr, material: &TlsMaterial) -> Channel {
-    let tls = isnad_tls::policy::client_config(
-        material,
+    let tls = isnad_tls::policy::fixed_client_config(
+        material.clone(),
         ExpectedPeer::AnyGateway {
             trust_domain: FEDERATION.into(),
         },

@@ -83,12 +83,8 @@ impl ProviderDouble {
     ) -> ProviderDouble {
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let config = isnad_tls::policy::server_config(material).unwrap();
-        let incoming = isnad_tls::server::incoming(
-            listener,
-            isnad_tls::server::shared(config),
-            Default::default(),
-        );
+        let tls = isnad_tls::LiveTls::fixed(material.clone()).unwrap();
+        let incoming = isnad_tls::server::incoming(listener, tls, Default::default()).unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(
             tonic::transport::Server::builder()

@@ -154,8 +154,8 @@ async fn refuses_identities_that_are_not_agencies_of_the_catalogue() {
     );
     let mut client = client_with_config(
         federation.gateway,
-        isnad_tls::policy::client_config(
-            &material,
+        isnad_tls::policy::fixed_client_config(
+            material,
             isnad_tls::policy::ExpectedPeer::AnyGateway {
                 trust_domain: FEDERATION.into(),
             },

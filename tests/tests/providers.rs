@@ -122,8 +122,8 @@ async fn a_provider_answers_only_the_gateway() {
 
     let federation = Federation::start();
     let endpoint = provider_endpoint(&federation, "identity-authority");
-    let tls = isnad_tls::policy::client_config(
-        &federation.material("housing-programme"),
+    let tls = isnad_tls::policy::fixed_client_config(
+        federation.material("housing-programme"),
         ExpectedPeer::Exactly(
             isnad_tls::SpiffeId::parse("spiffe://isnad.example/agency/identity-authority")
                 .expect("id"),

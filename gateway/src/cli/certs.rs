@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Subcommand;
-use isnad_certs::{CertificateAuthority, Identity, IssueRequest};
+use isnad_certs::{CertificateAuthority, Identity, IssueRequest, Revocation, RevocationList};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum CertsCommand {
@@ -32,6 +32,19 @@ pub(crate) enum CertsCommand {
         spiffe_id: String,
         /// Validity, in days.
         #[arg(long, default_value_t = 90)]
+        days: u32,
+    },
+    /// Revoke certificates of the CA in DIR: (re)writes DIR/crl.pem, the CA's signed
+    /// revocation list, with the entries it had plus these. Without NAME it only renews the
+    /// list (a new number and nextUpdate).
+    Revoke {
+        /// The PKI directory (ca.pem, ca.key, <name>.pem, crl.pem).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The certificates to revoke, by file name (<name>.pem).
+        names: Vec<String>,
+        /// Days until the list's nextUpdate: gateways warn when a list in force is older.
+        #[arg(long, default_value_t = 7)]
         days: u32,
     },
 }
@@ -96,6 +109,39 @@ pub(crate) fn run(command: CertsCommand) -> anyhow::Result<()> {
                 identity.spiffe_id
             );
         }
+        CertsCommand::Revoke { dir, names, days } => {
+            let read = |file: &str| {
+                let path = dir.join(file);
+                std::fs::read_to_string(&path)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))
+            };
+            let ca = CertificateAuthority::load(&read("ca.pem")?, &read("ca.key")?)?;
+            let crl_path = dir.join(CRL_FILE);
+            let mut list = if crl_path.exists() {
+                isnad_certs::read_revocation_list(&read(CRL_FILE)?)?
+            } else {
+                RevocationList::default()
+            };
+            let now = isnad_certs::OffsetDateTime::now_utc();
+            for name in &names {
+                let serial = isnad_certs::serial_number(&read(&format!("{name}.pem"))?)?;
+                if !list.revoked.iter().any(|entry| entry.serial == serial) {
+                    list.revoked.push(Revocation { serial, at: now });
+                }
+            }
+            list.number += 1;
+            let pem = ca.revocation_list(&list, days)?;
+            isnad_certs::write_public_file(&crl_path, &pem)?;
+            println!(
+                "{}: revocation list number {} with {} certificate(s), valid {days} days",
+                crl_path.display(),
+                list.number,
+                list.revoked.len()
+            );
+        }
     }
     Ok(())
 }
+
+/// The CA's revocation list in a PKI directory.
+pub(crate) const CRL_FILE: &str = "crl.pem";

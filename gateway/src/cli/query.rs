@@ -96,8 +96,8 @@ pub(crate) async fn channel(
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
     let material = TlsFiles::in_dir(&dir.join("pki"), name).load()?;
-    let tls = isnad_tls::policy::client_config(
-        &material,
+    let tls = isnad_tls::policy::fixed_client_config(
+        material,
         ExpectedPeer::AnyGateway {
             trust_domain: federation,
         },

@@ -99,11 +99,22 @@ pub(crate) async fn start(
     let pki = dir.join("pki");
     let agencies: Vec<&str> = catalogue.agencies.keys().map(|id| id.as_str()).collect();
     let identities = super::certs::sample_identities(&trust_domain, &agencies);
-    isnad_certs::init_dir(&pki, &trust_domain, &identities, 90)?;
+    let ca = isnad_certs::init_dir(&pki, &trust_domain, &identities, 90)?;
+    // The CA's revocation list, empty to begin with: `isnad certs revoke --dir DIR/pki NAME`
+    // adds to it, and the gateway picks it up without a restart.
+    let crl = pki.join(super::certs::CRL_FILE);
+    if !crl.exists() {
+        let list = isnad_certs::RevocationList {
+            number: 1,
+            revoked: Vec::new(),
+        };
+        isnad_certs::write_public_file(&crl, &ca.revocation_list(&list, 7)?)?;
+    }
     let tls_of = |name: &str| TlsPaths {
         ca: pki.join("ca.pem"),
         cert: pki.join(format!("{name}.pem")),
         key: pki.join(format!("{name}.key")),
+        crls: Vec::new(),
     };
     let gateway_id = format!("spiffe://{trust_domain}/gateway/{GATEWAY_NODE}");
 
@@ -192,7 +203,10 @@ pub(crate) async fn start(
         }),
         shared_state: shared_state.to_owned(),
         replay_window_s: 600,
-        tls: tls_of(GATEWAY_NODE),
+        tls: TlsPaths {
+            crls: vec![crl.clone()],
+            ..tls_of(GATEWAY_NODE)
+        },
         upstreams: providers
             .iter()
             .map(|(agency, addr)| (agency.clone(), format!("https://{addr}")))

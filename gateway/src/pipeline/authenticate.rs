@@ -1,8 +1,9 @@
 //! Step 1: the caller's SPIFFE ID, read from its certificate at the handshake, names an agency
-//! of the catalogue.
+//! of the catalogue, and the certificate is not on a revocation list in force (it may have been
+//! revoked after the connection was made).
 
 use isnad_policy::{AgencyId, Catalogue};
-use isnad_tls::PeerInfo;
+use isnad_tls::{LiveTls, PeerInfo};
 use tonic::Code;
 
 use super::{Denial, Step};
@@ -20,6 +21,7 @@ pub struct Principal {
 
 pub(crate) fn principal(
     peer: Option<&PeerInfo>,
+    tls: &LiveTls,
     catalogue: &Catalogue,
 ) -> Result<Principal, Denial> {
     let deny =
@@ -31,6 +33,13 @@ pub(crate) fn principal(
             "the connection carries no TLS peer identity".into(),
         )
     })?;
+    if tls.is_revoked(peer) {
+        return Err(deny(
+            Code::Unauthenticated,
+            "certificate_revoked",
+            "the client certificate was revoked by the federation CA".into(),
+        ));
+    }
     let id = peer.identity.as_ref().map_err(|error| {
         deny(
             Code::Unauthenticated,

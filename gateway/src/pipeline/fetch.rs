@@ -19,7 +19,7 @@ use isnad_proto::v1::provider_client::ProviderClient;
 use isnad_proto::v1::{FetchRequest, Value};
 use isnad_tls::client::ChannelSettings;
 use isnad_tls::policy::ExpectedPeer;
-use isnad_tls::{SpiffeId, TlsMaterial};
+use isnad_tls::{LiveTls, SpiffeId};
 use tokio::time::Instant;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -155,7 +155,7 @@ impl Upstreams {
     pub fn new(
         catalogue: &Catalogue,
         overrides: &BTreeMap<String, String>,
-        material: &TlsMaterial,
+        tls: &Arc<LiveTls>,
         limits: &Limits,
     ) -> anyhow::Result<Upstreams> {
         let mut pools = HashMap::new();
@@ -172,7 +172,7 @@ impl Upstreams {
             ))
             .map_err(|e| anyhow::anyhow!("agency {}: {e}", agency.id))?;
             let config = Arc::new(isnad_tls::policy::client_config(
-                material,
+                tls,
                 ExpectedPeer::Exactly(id),
             )?);
             let clients = (0..limits.upstream_connections.max(1))
@@ -182,6 +182,7 @@ impl Upstreams {
                         config.clone(),
                         ChannelSettings {
                             coalesce_writes: true,
+                            revocation: Some(tls.clone()),
                             ..ChannelSettings::default()
                         },
                     )

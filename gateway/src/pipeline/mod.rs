@@ -38,7 +38,7 @@ use std::time::{Duration, SystemTime};
 
 use isnad_policy::FieldDecision;
 use isnad_proto::v1::{AttributesRequest, AttributesResponse, FetchRequest, Provenance};
-use isnad_tls::PeerInfo;
+use isnad_tls::{LiveTls, PeerInfo};
 
 pub use admit::Admitted;
 pub use authenticate::Principal;
@@ -74,6 +74,8 @@ pub struct Pipeline {
     pub node: String,
     /// The node's audit log, and the signer of the responses it records.
     pub audit: AuditTrail,
+    /// The node's TLS material in force, with the revocation lists.
+    pub tls: Arc<LiveTls>,
 }
 
 impl Pipeline {
@@ -120,7 +122,7 @@ impl Pipeline {
         let policy = &current.policy;
         // 1 authenticate: who is calling.
         facts.caller(peer);
-        let principal = authenticate::principal(peer, policy.catalogue())?;
+        let principal = authenticate::principal(peer, &self.tls, policy.catalogue())?;
         facts.consumer = principal.agency.as_str().to_owned();
         // 2 admit: is the request well-formed and within limits; by when must it finish.
         let admitted = admit::admit(&self.limits, grpc_timeout, request)?;

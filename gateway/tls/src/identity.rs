@@ -139,6 +139,28 @@ pub struct PeerInfo {
     /// SHA-256 of the peer's leaf certificate (DER): what a consent token bound to a
     /// certificate (`cnf.x5t#S256`, RFC 8705) must name.
     pub cert_sha256: Option<[u8; 32]>,
+    /// The leaf certificate's issuer and serial number, by which revocation lists name it.
+    pub certificate: Option<CertificateId>,
+}
+
+/// A certificate as a revocation list names it: its issuer's name (DER) and its serial number.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CertificateId {
+    /// The issuer's distinguished name, DER.
+    pub issuer: Vec<u8>,
+    /// The serial number, big-endian bytes as encoded.
+    pub serial: Vec<u8>,
+}
+
+impl CertificateId {
+    /// The issuer and serial of a DER certificate, if it parses.
+    pub fn of(der: &[u8]) -> Option<CertificateId> {
+        let (_, cert) = X509Certificate::from_der(der).ok()?;
+        Some(CertificateId {
+            issuer: cert.issuer().as_raw().to_vec(),
+            serial: cert.raw_serial().to_vec(),
+        })
+    }
 }
 
 impl PeerInfo {
@@ -162,6 +184,7 @@ impl PeerInfo {
             identity,
             remote,
             cert_sha256,
+            certificate: leaf.and_then(|leaf| CertificateId::of(leaf.as_ref())),
         }
     }
 }

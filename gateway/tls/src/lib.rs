@@ -8,17 +8,20 @@
 //! - [`server`]: the accept loop (bounded concurrent handshakes, handshake timeout) that hands
 //!   tonic connections tagged with the peer's identity.
 //! - [`client`]: a tonic channel over mutual TLS that checks the server's SPIFFE ID.
-//! - [`material`]: loading certificates and keys from PEM files.
+//! - [`material`]: loading certificates, keys and revocation lists from PEM files.
+//! - [`live`]: material reloaded while serving (rotation, revocation lists).
 //! - [`coalesce`]: write coalescing for busy HTTP/2 connections.
 
 pub mod client;
 pub mod coalesce;
 pub mod identity;
+pub mod live;
 pub mod material;
 pub mod policy;
 pub mod server;
 
-pub use identity::{IdentityError, PeerInfo, SpiffeId};
+pub use identity::{CertificateId, IdentityError, PeerInfo, SpiffeId};
+pub use live::LiveTls;
 pub use material::{TlsFiles, TlsMaterial};
 
 /// Why a TLS configuration could not be built.
@@ -46,6 +49,14 @@ pub enum TlsError {
     /// The client certificate verifier could not be built from the trust anchors.
     #[error("client certificate verifier: {0}")]
     Verifier(#[from] rustls::server::VerifierBuilderError),
+    /// A certificate revocation list cannot be used.
+    #[error("certificate revocation list {crl}: {what}")]
+    Crl {
+        /// Its file.
+        crl: String,
+        /// What is wrong with it.
+        what: String,
+    },
     /// An endpoint address is not a valid URI.
     #[error("invalid endpoint {endpoint:?}: {reason}")]
     Endpoint {

@@ -1,17 +1,29 @@
 //! The TLS policy, in one place: TLS 1.3 only, the ring crypto provider, AEAD suites, X25519 and
-//! P-256 key exchange, ALPN `h2`, client certificates required by servers, and the peer identity
-//! checked by SPIFFE ID rather than by DNS name.
+//! P-256 key exchange, ALPN `h2`, client certificates required by servers, the peer identity
+//! checked by SPIFFE ID rather than by DNS name, revoked certificates refused, and no session
+//! resumption on servers (every connection is verified against the certificates and
+//! revocation lists in force).
+//!
+//! Configurations take their certificates, trust anchors and revocation lists from a
+//! [`LiveTls`] at every handshake, so they follow its reloads.
 
 use std::sync::Arc;
 
+use rustls::client::ResolvesClientCert;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, ring};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::server::WebPkiClientVerifier;
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, ServerConfig,
+    SignatureScheme,
+};
 
 use crate::TlsError;
 use crate::identity::SpiffeId;
+use crate::live::LiveTls;
 use crate::material::TlsMaterial;
 
 /// The only protocol version isnad speaks.
@@ -37,22 +49,113 @@ pub fn provider() -> Arc<CryptoProvider> {
     })
 }
 
-/// A server configuration that requires a client certificate chaining to the federation CA.
+/// A server configuration that presents `tls`'s certificate and requires a client certificate
+/// chaining to its trust anchors and not revoked.
 ///
 /// The client's identity (its SPIFFE ID) is read after the handshake by [`crate::server`]; a
 /// certificate without one still completes the handshake so the caller gets a precise gRPC error
 /// rather than a bare TLS alert.
-pub fn server_config(material: &TlsMaterial) -> Result<ServerConfig, TlsError> {
-    let provider = provider();
-    let verifier =
-        WebPkiClientVerifier::builder_with_provider(material.roots.clone(), provider.clone())
-            .build()?;
-    let mut config = ServerConfig::builder_with_provider(provider)
+pub fn server_config(tls: &Arc<LiveTls>) -> Result<ServerConfig, TlsError> {
+    let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(VERSIONS)?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(material.chain.clone(), material.key.clone_key())?;
+        .with_client_cert_verifier(Arc::new(LiveClientVerifier(tls.clone())))
+        .with_cert_resolver(Arc::new(LiveCertificate(tls.clone())));
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    // A resumed session skips certificate verification: a revoked or expired client could
+    // come back on an old ticket. Clients keep their connections open, so this costs little.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     Ok(config)
+}
+
+/// [`server_config`] of material that never changes.
+pub fn fixed_server_config(material: TlsMaterial) -> Result<ServerConfig, TlsError> {
+    server_config(&LiveTls::fixed(material)?)
+}
+
+/// The certificate in force, for both ends of a connection.
+#[derive(Debug)]
+struct LiveCertificate(Arc<LiveTls>);
+
+impl ResolvesServerCert for LiveCertificate {
+    fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.current().certified.clone())
+    }
+}
+
+impl ResolvesClientCert for LiveCertificate {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.current().certified.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+fn revoked() -> rustls::Error {
+    rustls::Error::InvalidCertificate(CertificateError::Revoked)
+}
+
+/// Verifies client certificates with the trust anchors and revocation lists in force.
+#[derive(Debug)]
+struct LiveClientVerifier(Arc<LiveTls>);
+
+impl ClientCertVerifier for LiveClientVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        // Hints would borrow from material that a reload replaces; they are optional, and
+        // federation clients hold one certificate.
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let current = self.0.current();
+        let verified =
+            current
+                .client_verifier
+                .verify_client_cert(end_entity, intermediates, now)?;
+        if current.revokes(end_entity.as_ref()) {
+            return Err(revoked());
+        }
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0
+            .current()
+            .client_verifier
+            .verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0
+            .current()
+            .client_verifier
+            .verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.current().client_verifier.supported_verify_schemes()
+    }
 }
 
 /// Which server a client accepts.
@@ -78,15 +181,12 @@ impl ExpectedPeer {
     }
 }
 
-/// A client configuration that presents `material`'s certificate and accepts only a server whose
-/// certificate chains to the federation CA and carries the expected SPIFFE ID.
-pub fn client_config(
-    material: &TlsMaterial,
-    expected: ExpectedPeer,
-) -> Result<ClientConfig, TlsError> {
+/// A client configuration that presents `tls`'s certificate and accepts only a server whose
+/// certificate chains to its trust anchors, is not revoked and carries the expected SPIFFE ID.
+pub fn client_config(tls: &Arc<LiveTls>, expected: ExpectedPeer) -> Result<ClientConfig, TlsError> {
     let provider = provider();
     let verifier = Arc::new(SpiffeServerVerifier {
-        roots: material.roots.clone(),
+        tls: tls.clone(),
         expected,
         provider: provider.clone(),
     });
@@ -94,16 +194,24 @@ pub fn client_config(
         .with_protocol_versions(VERSIONS)?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
-        .with_client_auth_cert(material.chain.clone(), material.key.clone_key())?;
+        .with_client_cert_resolver(Arc::new(LiveCertificate(tls.clone())));
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
     Ok(config)
 }
 
-/// Verifies a server the SPIFFE way: chain to the trust anchors, then the URI SAN as identity.
-/// DNS names are not identity in a federation, so the server name is not checked.
+/// [`client_config`] of material that never changes.
+pub fn fixed_client_config(
+    material: TlsMaterial,
+    expected: ExpectedPeer,
+) -> Result<ClientConfig, TlsError> {
+    client_config(&LiveTls::fixed(material)?, expected)
+}
+
+/// Verifies a server the SPIFFE way: chain to the trust anchors, not revoked, then the URI SAN
+/// as identity. DNS names are not identity in a federation, so the server name is not checked.
 #[derive(Debug)]
 struct SpiffeServerVerifier {
-    roots: Arc<RootCertStore>,
+    tls: Arc<LiveTls>,
     expected: ExpectedPeer,
     provider: Arc<CryptoProvider>,
 }
@@ -118,13 +226,17 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
+        let current = self.tls.current();
         rustls::client::verify_server_cert_signed_by_trust_anchor(
             &parsed,
-            &self.roots,
+            &current.roots,
             intermediates,
             now,
             self.provider.signature_verification_algorithms.all,
         )?;
+        if current.revokes(end_entity.as_ref()) {
+            return Err(revoked());
+        }
         let id = SpiffeId::from_certificate(end_entity).map_err(|error| {
             rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
                 Arc::new(error),

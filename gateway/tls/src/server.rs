@@ -3,7 +3,9 @@
 //! Handshakes run concurrently, each in its own task, bounded in number and in time, so a client
 //! that opens a connection and stalls the handshake cannot hold up anyone else. Completed
 //! connections are handed to tonic tagged with a [`PeerInfo`]; the identity is read once per
-//! connection, not per request.
+//! connection, not per request. A connection whose peer certificate is revoked while it is open
+//! fails its next read or write after the revocation list is reloaded, so revocation reaches
+//! connections made before it.
 
 use std::io;
 use std::pin::Pin;
@@ -11,8 +13,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
-use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
@@ -21,8 +21,10 @@ use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 
+use crate::TlsError;
 use crate::coalesce::Coalesce;
 use crate::identity::PeerInfo;
+use crate::live::{LiveTls, PeerWatch};
 
 /// Limits of the accept loop.
 #[derive(Debug, Clone, Copy)]
@@ -51,6 +53,7 @@ impl Default for AcceptLimits {
 pub struct TlsConn {
     stream: Coalesce<TlsStream<TcpStream>>,
     peer: Arc<PeerInfo>,
+    watch: PeerWatch,
 }
 
 impl Connected for TlsConn {
@@ -67,6 +70,7 @@ impl AsyncRead for TlsConn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        self.watch.check()?;
         Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
@@ -77,6 +81,7 @@ impl AsyncWrite for TlsConn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        self.watch.check()?;
         Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 
@@ -85,6 +90,7 @@ impl AsyncWrite for TlsConn {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        self.watch.check()?;
         Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
     }
 
@@ -101,18 +107,17 @@ impl AsyncWrite for TlsConn {
     }
 }
 
-/// The server's TLS configuration, swappable while serving (certificate rotation).
-pub type SharedServerConfig = Arc<ArcSwap<ServerConfig>>;
-
-/// Accepts TCP connections on `listener`, runs the TLS handshakes, and yields the established
-/// connections for `tonic::transport::Server::serve_with_incoming`.
+/// Accepts TCP connections on `listener`, runs the TLS handshakes with the server policy
+/// ([`crate::policy::server_config`]) over `tls`, and yields the established connections for
+/// `tonic::transport::Server::serve_with_incoming`.
 ///
 /// A failed or timed-out handshake is logged at debug level and dropped; it never ends the loop.
 pub fn incoming(
     listener: TcpListener,
-    config: SharedServerConfig,
+    tls: Arc<LiveTls>,
     limits: AcceptLimits,
-) -> ReceiverStream<Result<TlsConn, io::Error>> {
+) -> Result<ReceiverStream<Result<TlsConn, io::Error>>, TlsError> {
+    let acceptor = TlsAcceptor::from(Arc::new(crate::policy::server_config(&tls)?));
     let (tx, rx) = mpsc::channel(limits.max_pending_handshakes.max(1));
     let permits = Arc::new(Semaphore::new(limits.max_pending_handshakes.max(1)));
     tokio::spawn(async move {
@@ -133,8 +138,11 @@ pub fn incoming(
                 return;
             }
             let _ = tcp.set_nodelay(true);
-            let acceptor = TlsAcceptor::from(config.load_full());
+            let acceptor = acceptor.clone();
+            let tls = tls.clone();
             let tx = tx.clone();
+            // A reload during the handshake makes the connection check its peer again.
+            let checked = tls.generation();
             tokio::spawn(async move {
                 let handshake =
                     tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp));
@@ -155,16 +163,12 @@ pub fn incoming(
                 let _ = tx
                     .send(Ok(TlsConn {
                         stream: Coalesce::new(stream, limits.coalesce_writes),
+                        watch: PeerWatch::new(tls, peer.clone(), checked),
                         peer: Arc::new(peer),
                     }))
                     .await;
             });
         }
     });
-    ReceiverStream::new(rx)
-}
-
-/// Wraps a configuration for [`incoming`].
-pub fn shared(config: ServerConfig) -> SharedServerConfig {
-    Arc::new(ArcSwap::from_pointee(config))
+    Ok(ReceiverStream::new(rx))
 }
