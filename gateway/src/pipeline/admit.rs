@@ -30,6 +30,7 @@ fn invalid(reason: &'static str, message: impl Into<String>) -> Denial {
     Denial::new(Step::Admit, Code::InvalidArgument, reason, message)
 }
 
+/// Step 2 on a decoded request.
 pub(crate) fn admit(
     limits: &Limits,
     grpc_timeout: Option<&str>,
@@ -125,20 +126,38 @@ pub(crate) fn admit(
     })
 }
 
+/// The request decoder as the gateway runs it: the protobuf bytes of an `AttributesRequest`
+/// (the message of a gRPC frame, as tonic hands it over) decoded, then admitted. Bytes that are
+/// not such a message are refused with `malformed_request`, as the server's codec layer does.
+/// For the fuzz target (`gateway/fuzz`) and tests; the server decodes through tonic.
+pub fn decode_and_admit(
+    limits: &Limits,
+    grpc_timeout: Option<&str>,
+    message: &[u8],
+) -> Result<Admitted, Denial> {
+    let request = AttributesRequest::decode(message).map_err(|_| {
+        invalid(
+            "malformed_request",
+            "the request is not a well-formed message of this method's type",
+        )
+    })?;
+    admit(limits, grpc_timeout, request)
+}
+
 /// `grpc-timeout`: at most 8 digits and a unit (H, M, S, m, u, n), per the gRPC HTTP/2 spec.
 fn parse_grpc_timeout(header: &str) -> Option<Duration> {
-    let (digits, unit) = header.split_at(header.len().checked_sub(1)?);
-    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+    let (&unit, digits) = header.as_bytes().split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    let value: u64 = digits.parse().ok()?;
+    let value: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
     Some(match unit {
-        "H" => Duration::from_secs(value * 3600),
-        "M" => Duration::from_secs(value * 60),
-        "S" => Duration::from_secs(value),
-        "m" => Duration::from_millis(value),
-        "u" => Duration::from_micros(value),
-        "n" => Duration::from_nanos(value),
+        b'H' => Duration::from_secs(value * 3600),
+        b'M' => Duration::from_secs(value * 60),
+        b'S' => Duration::from_secs(value),
+        b'm' => Duration::from_millis(value),
+        b'u' => Duration::from_micros(value),
+        b'n' => Duration::from_nanos(value),
         _ => return None,
     })
 }
@@ -194,7 +213,7 @@ mod tests {
         assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
         assert_eq!(parse_grpc_timeout("2S"), Some(Duration::from_secs(2)));
         assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
-        for bad in ["", "m", "123456789m", "12x", "-1S", "1.5S"] {
+        for bad in ["", "m", "123456789m", "12x", "-1S", "1.5S", "1é", "é"] {
             assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
         }
     }

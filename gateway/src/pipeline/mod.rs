@@ -40,7 +40,7 @@ use isnad_policy::FieldDecision;
 use isnad_proto::v1::{AttributesRequest, AttributesResponse, FetchRequest, Provenance};
 use isnad_tls::{LiveTls, PeerInfo};
 
-pub use admit::Admitted;
+pub use admit::{Admitted, decode_and_admit};
 pub use authenticate::Principal;
 pub use denial::{Denial, Step};
 pub use fetch::Upstreams;
