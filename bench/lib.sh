@@ -14,3 +14,113 @@ wait_port() { # PORT: wait up to 30 s until something listens on it; $W names th
   done
   echo "nothing listens on port $1; logs in $W" >&2; exit 1
 }
+
+cleanup() { # stops what start_side_by_side started
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  [ -f "$W/nginx.pid" ] && kill "$(cat "$W/nginx.pid")" 2>/dev/null || true
+  wait 2>/dev/null || true
+}
+
+# Builds isnad and isnad-bench, installs nginx-light when missing, and starts in a new folder $W:
+# a PKI, one reference provider (identity.person of the sample federation), one isnad gateway
+# with its audit log and provenance key, and one nginx grpc_pass with mTLS on both legs in front
+# of the same provider, each its own process. Sets ISNAD, BENCH, W, RECORDS, P_PROVIDER,
+# P_GATEWAY, P_NGINX, PROVIDER_PID, GATEWAY_PID, NGINX_PIDS; the caller's EXIT trap stops them.
+# Needs ROOT (the repository). (The body is not indented: it holds here-documents.)
+start_side_by_side() {
+if ! command -v nginx >/dev/null; then
+  echo "installing nginx-light from Debian" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null
+fi
+cargo build --release --locked -q -p isnad-gateway -p isnad-bench
+ISNAD=$ROOT/target/release/isnad
+BENCH=$ROOT/target/release/isnad-bench
+
+W=$(mktemp -d /tmp/isnad-bench.XXXXXX)
+PIDS=()
+trap cleanup EXIT
+
+P_PROVIDER=$(free_port); P_GATEWAY=$(free_port); P_NGINX=$(free_port)
+"$ISNAD" certs init --dir "$W/pki" >/dev/null
+RECORDS=$ROOT/deploy/local/records/identity.person.jsonl
+
+cat > "$W/provider.yaml" <<YAML
+agency: identity-authority
+listen: 127.0.0.1:$P_PROVIDER
+tls: { ca: pki/ca.pem, cert: pki/identity-authority.pem, key: pki/identity-authority.key }
+allowed_callers: [spiffe://isnad.example/gateway/gateway]
+datasets:
+  identity.person:
+    records: $RECORDS
+    fields: { full_name_en: string, full_name_ar: string, date_of_birth: date, sex: string,
+              nationality: string, emirate: string, id_card_expiry: date, mobile: string,
+              email: string }
+YAML
+od -An -tx1 -N32 /dev/urandom | tr -d ' \n' > "$W/hash.key"
+od -An -tx1 -N32 /dev/urandom | tr -d ' \n' > "$W/pseudonym.key"
+# The sample policy has a consent rule; these scenarios send no tokens (bench/consent.sh does).
+"$ISNAD" consent keygen --dir "$W" >/dev/null
+# Every request is audited (durable, group commit) and every response signed, as in production.
+"$ISNAD" audit keygen --out "$W/audit.pk8" >/dev/null
+"$ISNAD" audit keygen --out "$W/provenance.pk8" >/dev/null
+cat > "$W/gateway.yaml" <<YAML
+node: gateway
+listen: 127.0.0.1:$P_GATEWAY
+policy: $ROOT/deploy/local
+hash_key: hash.key
+pseudonym_key: pseudonym.key
+consent: { jwks: consent/jwks.json, issuers: ["https://consent.isnad.example"] }
+audit: { dir: audit, key: audit.pk8 }
+provenance_key: provenance.pk8
+tls: { ca: pki/ca.pem, cert: pki/gateway.pem, key: pki/gateway.key }
+upstreams: { identity-authority: "https://127.0.0.1:$P_PROVIDER" }
+YAML
+mkdir -p "$W/nginx-tmp"
+cat > "$W/nginx.conf" <<NGINX
+user root;
+worker_processes auto;
+pid $W/nginx.pid;
+error_log $W/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $W/nginx-tmp;
+  # nginx closes a connection after 1,000 requests by default (GOAWAY), failing requests in
+  # flight; the benchmark keeps connections up, as isnad and the provider do.
+  keepalive_requests 10000000;
+  keepalive_timeout 300s;
+  upstream provider {
+    server 127.0.0.1:$P_PROVIDER;
+    keepalive 64;
+    keepalive_requests 10000000;
+    keepalive_timeout 300s;
+  }
+  server {
+    listen 127.0.0.1:$P_NGINX ssl http2;
+    ssl_protocols TLSv1.3;
+    ssl_certificate $W/pki/gateway.pem;
+    ssl_certificate_key $W/pki/gateway.key;
+    ssl_client_certificate $W/pki/ca.pem;
+    ssl_verify_client on;
+    location / {
+      grpc_pass grpcs://provider;
+      grpc_ssl_protocols TLSv1.3;
+      grpc_ssl_certificate $W/pki/gateway.pem;
+      grpc_ssl_certificate_key $W/pki/gateway.key;
+      grpc_ssl_trusted_certificate $W/pki/ca.pem;
+      grpc_ssl_verify on;
+      grpc_ssl_name localhost;
+      grpc_ssl_session_reuse on;
+    }
+  }
+}
+NGINX
+
+ISNAD_LOG=warn "$ISNAD" provider --config "$W/provider.yaml" 2>"$W/provider.log" & PIDS+=($!); PROVIDER_PID=$!
+ISNAD_LOG=warn "$ISNAD" serve --config "$W/gateway.yaml" 2>"$W/gateway.log" & PIDS+=($!); GATEWAY_PID=$!
+nginx -p "$W" -c "$W/nginx.conf" -g 'daemon off;' 2>"$W/nginx.log" & PIDS+=($!)
+wait_port "$P_PROVIDER"; wait_port "$P_GATEWAY"; wait_port "$P_NGINX"
+NGINX_PIDS=$(pgrep -d, -f "nginx.*$W/nginx.conf" || true)
+NGINX_PIDS=${NGINX_PIDS},$(pgrep -d, -P "$(cat "$W/nginx.pid")" || true)
+NGINX_PIDS=$(echo "$NGINX_PIDS" | tr ',' '\n' | grep -v '^$' | sort -u | paste -sd,)
+}

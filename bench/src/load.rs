@@ -207,7 +207,7 @@ fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
     Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?)
 }
 
-fn clock_ticks_per_second() -> f64 {
+pub(crate) fn clock_ticks_per_second() -> f64 {
     std::process::Command::new("getconf")
         .arg("CLK_TCK")
         .output()
@@ -217,7 +217,7 @@ fn clock_ticks_per_second() -> f64 {
         .unwrap_or(100.0)
 }
 
-fn parse_processes(specs: &[String]) -> anyhow::Result<Vec<(String, Vec<u32>)>> {
+pub(crate) fn parse_processes(specs: &[String]) -> anyhow::Result<Vec<(String, Vec<u32>)>> {
     let mut processes: Vec<(String, Vec<u32>)> = specs
         .iter()
         .map(|spec| {
@@ -235,7 +235,7 @@ fn parse_processes(specs: &[String]) -> anyhow::Result<Vec<(String, Vec<u32>)>> 
     Ok(processes)
 }
 
-fn total_ticks(pids: &[u32]) -> anyhow::Result<u64> {
+pub(crate) fn total_ticks(pids: &[u32]) -> anyhow::Result<u64> {
     pids.iter().map(|pid| cpu_ticks(*pid)).sum()
 }
 

@@ -7,6 +7,7 @@
 //! `isnad-bench report` turns the JSON of several runs into a Markdown table with ratios.
 //! `bench/run.sh` runs the scenarios side by side.
 
+mod connections;
 mod load;
 mod report;
 
@@ -25,6 +26,11 @@ enum Command {
     Load(Box<load::LoadArgs>),
     /// Combine JSON results into a Markdown report.
     Report(report::ReportArgs),
+    /// Open new mTLS connections as fast as possible: handshakes per second and server CPU per
+    /// handshake, as JSON.
+    Handshakes(Box<connections::HandshakeArgs>),
+    /// Hold many idle mTLS connections open and report the servers' resident memory, as JSON.
+    Idle(Box<connections::IdleArgs>),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -37,6 +43,20 @@ fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&result)?);
         }
         Command::Report(args) => report::run(args)?,
+        Command::Handshakes(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let result = runtime.block_on(connections::handshakes(*args))?;
+            println!("{}", serde_json::to_string(&result)?);
+        }
+        Command::Idle(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let result = runtime.block_on(connections::idle(*args))?;
+            println!("{}", serde_json::to_string(&result)?);
+        }
     }
     Ok(())
 }
