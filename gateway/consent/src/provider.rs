@@ -1,4 +1,6 @@
-//! jsonwebtoken's cryptography, on ring, for EdDSA and ES256 only.
+//! jsonwebtoken's cryptography for EdDSA and ES256 only: Ed25519 signature checks on
+//! ed25519-dalek with parsed keys kept ([`crate::ed25519`]), everything else (ES256 checks,
+//! signing, digests) on ring.
 
 use std::sync::OnceLock;
 
@@ -9,7 +11,9 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 use ring::rand::SystemRandom;
 use ring::signature::{self as ring_signature, EcdsaKeyPair, Ed25519KeyPair, KeyPair};
 
-/// The provider: EdDSA and ES256 on ring; every other algorithm is an error.
+use crate::ed25519;
+
+/// The provider: EdDSA and ES256; every other algorithm is an error.
 static PROVIDER: CryptoProvider = CryptoProvider {
     signer_factory: signer,
     verifier_factory: verifier,
@@ -53,23 +57,33 @@ fn digest(data: &[u8], hash: ThumbprintHash) -> Vec<u8> {
     ring::digest::digest(algorithm, data).as_ref().to_vec()
 }
 
-/// A ring public key and the one algorithm it verifies.
-struct Verifier {
-    algorithm: Algorithm,
-    key: ring_signature::UnparsedPublicKey<Vec<u8>>,
+/// A public key and the one algorithm it verifies.
+enum Verifier {
+    /// `None` for bytes that are no usable Ed25519 key: every signature fails, as with ring.
+    Ed25519(Option<ed25519::PublicKey>),
+    P256(ring_signature::UnparsedPublicKey<Vec<u8>>),
 }
 
 impl signature::Verifier<Vec<u8>> for Verifier {
     fn verify(&self, message: &[u8], signature: &Vec<u8>) -> Result<(), signature::Error> {
-        self.key
-            .verify(message, signature)
-            .map_err(|_| signature::Error::new())
+        let valid = match self {
+            Verifier::Ed25519(key) => key.is_some_and(|key| key.verify(message, signature)),
+            Verifier::P256(key) => key.verify(message, signature).is_ok(),
+        };
+        if valid {
+            Ok(())
+        } else {
+            Err(signature::Error::new())
+        }
     }
 }
 
 impl JwtVerifier for Verifier {
     fn algorithm(&self) -> Algorithm {
-        self.algorithm
+        match self {
+            Verifier::Ed25519(_) => Algorithm::EdDSA,
+            Verifier::P256(_) => Algorithm::ES256,
+        }
     }
 }
 
@@ -77,14 +91,13 @@ fn verifier(
     algorithm: &Algorithm,
     key: &DecodingKey,
 ) -> jsonwebtoken::errors::Result<Box<dyn JwtVerifier>> {
-    let scheme: &'static dyn ring_signature::VerificationAlgorithm = match algorithm {
-        Algorithm::EdDSA => &ring_signature::ED25519,
-        Algorithm::ES256 => &ring_signature::ECDSA_P256_SHA256_FIXED,
+    Ok(Box::new(match algorithm {
+        Algorithm::EdDSA => Verifier::Ed25519(ed25519::PublicKey::cached(key.as_bytes()).ok()),
+        Algorithm::ES256 => Verifier::P256(ring_signature::UnparsedPublicKey::new(
+            &ring_signature::ECDSA_P256_SHA256_FIXED,
+            key.as_bytes().to_vec(),
+        )),
         _ => return Err(unsupported()),
-    };
-    Ok(Box::new(Verifier {
-        algorithm: *algorithm,
-        key: ring_signature::UnparsedPublicKey::new(scheme, key.as_bytes().to_vec()),
     }))
 }
 
