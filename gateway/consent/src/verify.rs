@@ -16,7 +16,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::jwks::{Jwks, SigningAlgorithm};
 use crate::provider;
@@ -189,6 +189,9 @@ struct Claims {
 pub struct Verifier {
     jwks: Jwks,
     config: VerifierConfig,
+    /// jsonwebtoken's checks for EdDSA and ES256 tokens, built once.
+    eddsa: Validation,
+    es256: Validation,
     cache: Mutex<Cache>,
 }
 
@@ -205,6 +208,8 @@ impl Verifier {
         Ok(Verifier {
             jwks,
             config,
+            eddsa: validation(Algorithm::EdDSA),
+            es256: validation(Algorithm::ES256),
             cache: Mutex::new(Cache::default()),
         })
     }
@@ -292,23 +297,18 @@ impl Verifier {
             .and_then(|kid| self.jwks.get(kid))
             .filter(|key| key.algorithm == algorithm)
             .ok_or(ConsentError::UnknownKey)?;
-        let mut validation = Validation::new(match algorithm {
-            SigningAlgorithm::EdDSA => Algorithm::EdDSA,
-            SigningAlgorithm::ES256 => Algorithm::ES256,
-        });
-        // Time and audience are checked below, per request, with typed claims.
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.validate_aud = false;
-        validation.required_spec_claims.clear();
-        let data =
-            jsonwebtoken::decode::<Map<String, Value>>(token, key.decoding_key(), &validation)
-                .map_err(|error| match error.kind() {
-                    ErrorKind::InvalidSignature => ConsentError::Signature,
-                    ErrorKind::InvalidAlgorithm => ConsentError::Algorithm,
-                    _ => ConsentError::Malformed("the payload is not base64url JSON"),
-                })?;
-        typed(&data.claims)
+        let validation = match algorithm {
+            SigningAlgorithm::EdDSA => &self.eddsa,
+            SigningAlgorithm::ES256 => &self.es256,
+        };
+        let data = jsonwebtoken::decode::<Payload>(token, key.decoding_key(), validation).map_err(
+            |error| match error.kind() {
+                ErrorKind::InvalidSignature => ConsentError::Signature,
+                ErrorKind::InvalidAlgorithm => ConsentError::Algorithm,
+                _ => ConsentError::Malformed("the payload is not base64url JSON"),
+            },
+        )?;
+        typed(data.claims)
     }
 
     /// What depends on the request and the time.
@@ -375,34 +375,133 @@ impl Verifier {
     }
 }
 
-fn string(claims: &Map<String, Value>, name: &'static str) -> Result<String, ConsentError> {
-    claims
-        .get(name)
-        .and_then(Value::as_str)
-        .filter(|value| !value.is_empty())
-        .map(str::to_owned)
-        .ok_or(ConsentError::Claims(name))
+/// jsonwebtoken's checks: the signature with `algorithm` only. Time and audience are checked
+/// by [`Verifier::check`], per request, with typed claims.
+fn validation(algorithm: Algorithm) -> Validation {
+    let mut validation = Validation::new(algorithm);
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    validation.required_spec_claims.clear();
+    validation
+}
+
+/// The claims this gateway reads, each as the JSON value the token holds (`null` included: a
+/// claim that is there, of the wrong type), for [`typed`] to check; other claims are skipped
+/// without being built. The payload must be a JSON object, and a claim this gateway reads may
+/// appear once only (RFC 7519, 4; jsonwebtoken's own claim checks already refused a second
+/// `exp`, `nbf`, `sub`, `iss` or `aud`).
+#[derive(Debug, Default)]
+struct Payload {
+    iss: Option<Value>,
+    sub: Option<Value>,
+    aud: Option<Value>,
+    azp: Option<Value>,
+    purpose: Option<Value>,
+    jti: Option<Value>,
+    iat: Option<Value>,
+    nbf: Option<Value>,
+    exp: Option<Value>,
+    max_uses: Option<Value>,
+    cnf: Option<Value>,
+    authorization_details: Option<Value>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(field_identifier, rename_all = "snake_case")]
+enum ClaimName {
+    Iss,
+    Sub,
+    Aud,
+    Azp,
+    Purpose,
+    Jti,
+    Iat,
+    Nbf,
+    Exp,
+    MaxUses,
+    Cnf,
+    AuthorizationDetails,
+    #[serde(other)]
+    Other,
+}
+
+impl<'de> serde::Deserialize<'de> for Payload {
+    fn deserialize<D: serde::Deserializer<'de>>(json: D) -> Result<Payload, D::Error> {
+        json.deserialize_map(PayloadVisitor)
+    }
+}
+
+struct PayloadVisitor;
+
+impl<'de> serde::de::Visitor<'de> for PayloadVisitor {
+    type Value = Payload;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object of claims")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Payload, A::Error> {
+        let mut payload = Payload::default();
+        while let Some(name) = map.next_key::<ClaimName>()? {
+            let slot = match name {
+                ClaimName::Iss => &mut payload.iss,
+                ClaimName::Sub => &mut payload.sub,
+                ClaimName::Aud => &mut payload.aud,
+                ClaimName::Azp => &mut payload.azp,
+                ClaimName::Purpose => &mut payload.purpose,
+                ClaimName::Jti => &mut payload.jti,
+                ClaimName::Iat => &mut payload.iat,
+                ClaimName::Nbf => &mut payload.nbf,
+                ClaimName::Exp => &mut payload.exp,
+                ClaimName::MaxUses => &mut payload.max_uses,
+                ClaimName::Cnf => &mut payload.cnf,
+                ClaimName::AuthorizationDetails => &mut payload.authorization_details,
+                ClaimName::Other => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                    continue;
+                }
+            };
+            if slot.is_some() {
+                return Err(serde::de::Error::custom("a claim is named twice"));
+            }
+            *slot = Some(map.next_value()?);
+        }
+        Ok(payload)
+    }
+}
+
+fn string(claim: Option<Value>, name: &'static str) -> Result<String, ConsentError> {
+    match claim {
+        Some(Value::String(value)) if !value.is_empty() => Ok(value),
+        _ => Err(ConsentError::Claims(name)),
+    }
 }
 
 /// A NumericDate: a JSON integer of seconds (a string or a fraction is an error).
-fn seconds(claims: &Map<String, Value>, name: &'static str) -> Result<u64, ConsentError> {
-    claims
-        .get(name)
+fn seconds(claim: Option<&Value>, name: &'static str) -> Result<u64, ConsentError> {
+    claim
         .and_then(Value::as_u64)
         .ok_or(ConsentError::Claims(name))
 }
 
-fn typed(claims: &Map<String, Value>) -> Result<Claims, ConsentError> {
-    let aud = match claims.get("aud") {
-        Some(Value::String(aud)) => vec![aud.clone()],
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|item| item.as_str().map(str::to_owned))
-            .collect::<Option<Vec<_>>>()
-            .ok_or(ConsentError::Claims("aud"))?,
+fn strings(items: Vec<Value>) -> Option<Vec<String>> {
+    items
+        .into_iter()
+        .map(|item| match item {
+            Value::String(item) => Some(item),
+            _ => None,
+        })
+        .collect()
+}
+
+fn typed(claims: Payload) -> Result<Claims, ConsentError> {
+    let aud = match claims.aud {
+        Some(Value::String(aud)) => vec![aud],
+        Some(Value::Array(items)) => strings(items).ok_or(ConsentError::Claims("aud"))?,
         _ => return Err(ConsentError::Claims("aud")),
     };
-    let max_uses = match claims.get("max_uses") {
+    let max_uses = match claims.max_uses {
         None => None,
         Some(value) => Some(
             value
@@ -411,7 +510,7 @@ fn typed(claims: &Map<String, Value>) -> Result<Claims, ConsentError> {
                 .ok_or(ConsentError::Claims("max_uses"))?,
         ),
     };
-    let cnf_x5t = match claims.get("cnf") {
+    let cnf_x5t = match claims.cnf {
         None => None,
         Some(cnf) => Some(
             cnf.get("x5t#S256")
@@ -421,24 +520,24 @@ fn typed(claims: &Map<String, Value>) -> Result<Claims, ConsentError> {
                 .ok_or(ConsentError::Claims("cnf"))?,
         ),
     };
-    let details = claims
-        .get("authorization_details")
-        .and_then(Value::as_array)
-        .ok_or(ConsentError::Claims("authorization_details"))?
-        .iter()
-        .map(detail)
-        .collect::<Option<Vec<_>>>()
-        .ok_or(ConsentError::Claims("authorization_details"))?;
+    let details = match claims.authorization_details {
+        Some(Value::Array(entries)) => entries
+            .into_iter()
+            .map(detail)
+            .collect::<Option<Vec<_>>>()
+            .ok_or(ConsentError::Claims("authorization_details"))?,
+        _ => return Err(ConsentError::Claims("authorization_details")),
+    };
     Ok(Claims {
-        iss: string(claims, "iss")?,
-        sub: string(claims, "sub")?,
+        iss: string(claims.iss, "iss")?,
+        sub: string(claims.sub, "sub")?,
         aud,
-        azp: string(claims, "azp")?,
-        purpose: string(claims, "purpose")?,
-        jti: string(claims, "jti")?,
-        iat: seconds(claims, "iat")?,
-        nbf: seconds(claims, "nbf")?,
-        exp: seconds(claims, "exp")?,
+        azp: string(claims.azp, "azp")?,
+        purpose: string(claims.purpose, "purpose")?,
+        jti: string(claims.jti, "jti")?,
+        iat: seconds(claims.iat.as_ref(), "iat")?,
+        nbf: seconds(claims.nbf.as_ref(), "nbf")?,
+        exp: seconds(claims.exp.as_ref(), "exp")?,
         max_uses,
         cnf_x5t,
         details: details.into_iter().flatten().collect(),
@@ -447,17 +546,18 @@ fn typed(claims: &Map<String, Value>) -> Result<Claims, ConsentError> {
 
 /// One `authorization_details` entry: `Some(None)` for another type (ignored), `None` if an
 /// entry of ours is malformed.
-fn detail(entry: &Value) -> Option<Option<(String, Vec<String>)>> {
-    let entry = entry.as_object()?;
+fn detail(entry: Value) -> Option<Option<(String, Vec<String>)>> {
+    let Value::Object(mut entry) = entry else {
+        return None;
+    };
     if entry.get("type")?.as_str()? != DETAILS_TYPE {
         return Some(None);
     }
-    let dataset = entry.get("dataset")?.as_str()?.to_owned();
-    let fields = entry
-        .get("fields")?
-        .as_array()?
-        .iter()
-        .map(|field| field.as_str().map(str::to_owned))
-        .collect::<Option<Vec<_>>>()?;
-    Some(Some((dataset, fields)))
+    let Value::String(dataset) = entry.remove("dataset")? else {
+        return None;
+    };
+    let Value::Array(fields) = entry.remove("fields")? else {
+        return None;
+    };
+    Some(Some((dataset, strings(fields)?)))
 }

@@ -87,8 +87,16 @@ fn code(setup: &Setup, token: &str) -> &'static str {
 
 /// A token with any header, signed with `key` (Ed25519) over the exact bytes.
 fn hand_signed(header: &Value, claims: &Value, key: &SigningKey) -> String {
-    let b64 = |v: &Value| URL_SAFE_NO_PAD.encode(v.to_string());
-    let input = format!("{}.{}", b64(header), b64(claims));
+    hand_signed_text(&header.to_string(), &claims.to_string(), key)
+}
+
+/// The same with the header and payload as written, so that they can be any text.
+fn hand_signed_text(header: &str, claims: &str, key: &SigningKey) -> String {
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header),
+        URL_SAFE_NO_PAD.encode(claims)
+    );
     let pair = ring::signature::Ed25519KeyPair::from_pkcs8(key.pkcs8()).expect("key");
     format!(
         "{input}.{}",
@@ -220,6 +228,56 @@ fn refuses_time_problems_and_wrong_types() {
         c.insert("max_uses".into(), json!(0));
     }));
     assert_eq!(code(&setup, &zero_uses), "consent_claims");
+}
+
+#[test]
+fn reads_the_payload_as_one_object_of_claims_each_named_once() {
+    let setup = setup();
+    let header = json!({"alg": "EdDSA", "typ": "consent+jwt", "kid": "ed-2026"}).to_string();
+    let signed = |claims: &str| hand_signed_text(&header, claims, &setup.ed);
+    let valid = claims().to_string();
+    assert_eq!(code(&setup, &signed(&valid)), "accepted");
+    // A claim this gateway reads, named twice (first or last, the token is refused).
+    for claim in [
+        r#""purpose":"housing-grant""#,
+        r#""exp":1"#,
+        r#""sub":"someone""#,
+    ] {
+        let twice = valid.replacen('{', &format!("{{{claim},"), 1);
+        assert_eq!(
+            code(&setup, &signed(&twice)),
+            "consent_malformed",
+            "{claim}"
+        );
+    }
+    // Claims it does not read are skipped, even named twice.
+    let extra = valid.replacen('{', r#"{"note":[1,{"a":null}],"note":"x","#, 1);
+    assert_eq!(code(&setup, &signed(&extra)), "accepted");
+    // The claims' values in an array, or no object at all.
+    let values: Vec<Value> = claims()
+        .as_object()
+        .expect("an object")
+        .values()
+        .cloned()
+        .collect();
+    for payload in [Value::Array(values).to_string(), "null".into(), "".into()] {
+        assert_eq!(
+            code(&setup, &signed(&payload)),
+            "consent_malformed",
+            "{payload}"
+        );
+    }
+    // An optional claim that is there as null is there, and of the wrong type.
+    for claim in ["max_uses", "cnf"] {
+        let null = with(|c| {
+            c.insert(claim.into(), Value::Null);
+        });
+        assert_eq!(
+            code(&setup, &signed(&null.to_string())),
+            "consent_claims",
+            "{claim}"
+        );
+    }
 }
 
 #[test]
