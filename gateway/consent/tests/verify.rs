@@ -184,6 +184,22 @@ fn refuses_header_problems() {
         .issue(&claims())
         .expect("token");
     assert_eq!(code(&setup, &signed_by_stranger), "consent_signature");
+    // What jsonwebtoken's JOSE header does not hold: a member of the wrong type, an unknown
+    // member that is not a string.
+    for member in [json!({"x5c": 5}), json!({"cty": ["a"]}), json!({"note": 1})] {
+        let mut header = json!({"alg": "EdDSA", "typ": "consent+jwt", "kid": "ed-2026"});
+        header
+            .as_object_mut()
+            .expect("an object")
+            .extend(member.as_object().expect("an object").clone());
+        let token = hand_signed(&header, &claims(), &setup.ed);
+        assert_eq!(code(&setup, &token), "consent_malformed", "{member}");
+    }
+    let fine = json!({"alg": "EdDSA", "typ": "consent+jwt", "kid": "ed-2026", "note": "x"});
+    assert_eq!(
+        code(&setup, &hand_signed(&fine, &claims(), &setup.ed)),
+        "accepted"
+    );
 }
 
 #[test]
