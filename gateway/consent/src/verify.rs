@@ -390,10 +390,10 @@ impl Verifier {
 }
 
 /// The claims this gateway reads, each as the JSON value the token holds (`null` included: a
-/// claim that is there, of the wrong type), for [`typed`] to check; other claims are skipped
-/// without being built. The payload must be a JSON object, and a claim this gateway reads may
-/// appear once only (RFC 7519, 4; `jsonwebtoken::decode`, used before, refused a second `exp`,
-/// `nbf`, `sub`, `iss` or `aud`).
+/// claim that is there, of the wrong type), for [`typed`] to check; other claims are read and
+/// dropped. The payload must be a JSON object, and a claim this gateway reads may appear once
+/// only (RFC 7519, 4; `jsonwebtoken::decode`, used before, refused a second `exp`, `nbf`,
+/// `sub`, `iss` or `aud`).
 #[derive(Debug, Default)]
 struct Payload {
     iss: Option<Value>,
@@ -461,7 +461,10 @@ impl<'de> serde::de::Visitor<'de> for PayloadVisitor {
                 ClaimName::Cnf => &mut payload.cnf,
                 ClaimName::AuthorizationDetails => &mut payload.authorization_details,
                 ClaimName::Other => {
-                    map.next_value::<serde::de::IgnoredAny>()?;
+                    // Read as a value, not skipped: serde_json's skipping does not check a
+                    // string's UTF-8, its escapes' surrogates or a number's range, and the
+                    // whole payload must stay valid JSON (the fuzzer found this).
+                    map.next_value::<Value>()?;
                     continue;
                 }
             };

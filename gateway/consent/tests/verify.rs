@@ -87,11 +87,11 @@ fn code(setup: &Setup, token: &str) -> &'static str {
 
 /// A token with any header, signed with `key` (Ed25519) over the exact bytes.
 fn hand_signed(header: &Value, claims: &Value, key: &SigningKey) -> String {
-    hand_signed_text(&header.to_string(), &claims.to_string(), key)
+    hand_signed_text(&header.to_string(), claims.to_string(), key)
 }
 
-/// The same with the header and payload as written, so that they can be any text.
-fn hand_signed_text(header: &str, claims: &str, key: &SigningKey) -> String {
+/// The same with the header and payload as written, so that they can be any bytes.
+fn hand_signed_text(header: &str, claims: impl AsRef<[u8]>, key: &SigningKey) -> String {
     let input = format!(
         "{}.{}",
         URL_SAFE_NO_PAD.encode(header),
@@ -266,9 +266,22 @@ fn reads_the_payload_as_one_object_of_claims_each_named_once() {
             "{claim}"
         );
     }
-    // Claims it does not read are skipped, even named twice.
+    // Claims it does not read are dropped, even named twice...
     let extra = valid.replacen('{', r#"{"note":[1,{"a":null}],"note":"x","#, 1);
     assert_eq!(code(&setup, &signed(&extra)), "accepted");
+    // ...but they must be valid JSON: UTF-8, no lone surrogate, numbers within range.
+    let mut invalid_utf8 = br#"{"note":"caf"#.to_vec();
+    invalid_utf8.extend_from_slice(&[0xff, b'"', b',']);
+    invalid_utf8.extend_from_slice(&valid.as_bytes()[1..]);
+    let header_only = |payload: &[u8]| hand_signed_text(&header, payload, &setup.ed);
+    assert_eq!(
+        code(&setup, &header_only(&invalid_utf8)),
+        "consent_malformed"
+    );
+    for note in [r#""\ud800""#, "1e400", r#""\q""#, "[1,]"] {
+        let bad = valid.replacen('{', &format!(r#"{{"note":{note},"#), 1);
+        assert_eq!(code(&setup, &signed(&bad)), "consent_malformed", "{note}");
+    }
     // The claims' values in an array, or no object at all.
     let values: Vec<Value> = claims()
         .as_object()
