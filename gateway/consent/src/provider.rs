@@ -165,3 +165,54 @@ pub fn p256_public(pkcs8: &[u8]) -> Option<Vec<u8>> {
     .ok()
     .map(|pair| pair.public_key().as_ref().to_vec())
 }
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    use super::*;
+
+    /// RFC 8032, section 7.1, test 2: the public key, the message and the signature.
+    const PUBLIC: &str = "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c";
+    const SIGNATURE: &str = "92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da\
+                             085ac1e43e15996e458f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00";
+
+    fn hex(text: &str) -> Vec<u8> {
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex"))
+            .collect()
+    }
+
+    fn check(public: &[u8], message: &[u8], signature: &[u8]) -> bool {
+        install().expect("our provider");
+        jsonwebtoken::crypto::verify(
+            &URL_SAFE_NO_PAD.encode(signature),
+            message,
+            &DecodingKey::from_ed_der(public),
+            Algorithm::EdDSA,
+        )
+        .expect("EdDSA is supported")
+    }
+
+    #[test]
+    fn jsonwebtoken_checks_ed25519_through_the_provider_as_ring_does() {
+        let (public, signature) = (hex(PUBLIC), hex(SIGNATURE));
+        let ring = ring_signature::UnparsedPublicKey::new(&ring_signature::ED25519, &public);
+        assert!(ring.verify(&[0x72], &signature).is_ok());
+        // Twice: parsed, then from the table of parsed keys.
+        assert!(check(&public, &[0x72], &signature));
+        assert!(check(&public, &[0x72], &signature));
+        assert!(!check(&public, &[0x73], &signature));
+        let mut tampered = signature.clone();
+        tampered[40] ^= 4;
+        assert!(ring.verify(&[0x72], &tampered).is_err());
+        assert!(!check(&public, &[0x72], &tampered));
+        // A key of small order (the identity) and a key of 31 bytes verify nothing.
+        let mut identity = [0; 32];
+        identity[0] = 1;
+        assert!(!check(&identity, &[0x72], &signature));
+        assert!(!check(&public[..31], &[0x72], &signature));
+    }
+}
