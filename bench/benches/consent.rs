@@ -1,5 +1,6 @@
 //! The consent step's speed: verifying a consent token (EdDSA and ES256) the first time and
-//! from the cache, against a bare signature check of the same bytes as the baseline; and one
+//! from the cache, against a bare signature check of the same bytes as the baseline (ring's;
+//! and ed25519-dalek's with the key parsed, what the verifier's EdDSA check is built on); and one
 //! admission to the shared state, in process and against a real redis-server on loopback,
 //! against a bare Redis PING round trip as the baseline.
 //!
@@ -90,6 +91,10 @@ fn tokens(c: &mut Criterion) {
     let public = ed.public_jwk()["x"].as_str().expect("x").to_owned();
     let public = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, public)
         .expect("base64url");
+    // What the verifier's Ed25519 check is built on: ed25519-dalek with the key parsed once.
+    let dalek = ed25519_dalek::VerifyingKey::from_bytes(&public.clone().try_into().expect("32"))
+        .expect("a point");
+    let dalek_signature = ed25519_dalek::Signature::from_slice(&signature).expect("64 bytes");
     let public = ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, public);
 
     let mut group = c.benchmark_group("consent token");
@@ -97,6 +102,12 @@ fn tokens(c: &mut Criterion) {
         b.iter(|| {
             public
                 .verify(black_box(input.as_bytes()), &signature)
+                .expect("valid")
+        })
+    });
+    group.bench_function("ed25519-dalek signature check alone, key parsed", |b| {
+        b.iter(|| {
+            ed25519_dalek::Verifier::verify(&dalek, black_box(input.as_bytes()), &dalek_signature)
                 .expect("valid")
         })
     });

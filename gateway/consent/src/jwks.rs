@@ -9,6 +9,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::DecodingKey;
 use serde_json::{Map, Value};
 
+use crate::ed25519;
+
 /// The largest JWKS file accepted.
 pub const MAX_JWKS_BYTES: usize = 1 << 20;
 
@@ -193,7 +195,13 @@ fn public_key(fields: &Map<String, Value>) -> Result<PublicKey, String> {
         ));
     }
     let (algorithm, raw) = match (text(fields, "kty")?, text(fields, "crv")?) {
-        (Some("OKP"), Some("Ed25519")) => (SigningAlgorithm::EdDSA, coordinate(fields, "x", 32)?),
+        (Some("OKP"), Some("Ed25519")) => {
+            let x = coordinate(fields, "x", 32)?;
+            // Parsed now (and kept for the provider): a key that is no point, or a weak one,
+            // would refuse every token, or accept forged ones.
+            ed25519::PublicKey::cached(&x).map_err(|error| format!("\"x\" {error}"))?;
+            (SigningAlgorithm::EdDSA, x)
+        }
         (Some("EC"), Some("P-256")) => {
             let mut point = vec![0x04];
             point.extend(coordinate(fields, "x", 32)?);
@@ -394,6 +402,12 @@ mod tests {
         let short = r#"{"kty":"OKP","crv":"Ed25519","kid":"k","x":"AAAA"}"#;
         assert!(refused(&[short]).contains("\"x\" is 3 bytes, not 32"));
         assert!(refused(&[]).contains("no key"));
+        // The identity point (small order: it would verify forged signatures) and y = 2 (no
+        // point of the curve).
+        let weak = r#"{"kty":"OKP","crv":"Ed25519","kid":"k","x":"AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}"#;
+        assert!(refused(&[weak]).contains("\"x\" is a point of small order"));
+        let off_curve = weak.replace("AQAA", "AgAA");
+        assert!(refused(&[&off_curve]).contains("\"x\" is not the encoding of a point"));
         assert!(
             Jwks::from_json(b"{")
                 .expect_err("not JSON")

@@ -87,8 +87,16 @@ fn code(setup: &Setup, token: &str) -> &'static str {
 
 /// A token with any header, signed with `key` (Ed25519) over the exact bytes.
 fn hand_signed(header: &Value, claims: &Value, key: &SigningKey) -> String {
-    let b64 = |v: &Value| URL_SAFE_NO_PAD.encode(v.to_string());
-    let input = format!("{}.{}", b64(header), b64(claims));
+    hand_signed_text(&header.to_string(), claims.to_string(), key)
+}
+
+/// The same with the header and payload as written, so that they can be any bytes.
+fn hand_signed_text(header: &str, claims: impl AsRef<[u8]>, key: &SigningKey) -> String {
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header),
+        URL_SAFE_NO_PAD.encode(claims)
+    );
     let pair = ring::signature::Ed25519KeyPair::from_pkcs8(key.pkcs8()).expect("key");
     format!(
         "{input}.{}",
@@ -176,6 +184,22 @@ fn refuses_header_problems() {
         .issue(&claims())
         .expect("token");
     assert_eq!(code(&setup, &signed_by_stranger), "consent_signature");
+    // What jsonwebtoken's JOSE header does not hold: a member of the wrong type, an unknown
+    // member that is not a string.
+    for member in [json!({"x5c": 5}), json!({"cty": ["a"]}), json!({"note": 1})] {
+        let mut header = json!({"alg": "EdDSA", "typ": "consent+jwt", "kid": "ed-2026"});
+        header
+            .as_object_mut()
+            .expect("an object")
+            .extend(member.as_object().expect("an object").clone());
+        let token = hand_signed(&header, &claims(), &setup.ed);
+        assert_eq!(code(&setup, &token), "consent_malformed", "{member}");
+    }
+    let fine = json!({"alg": "EdDSA", "typ": "consent+jwt", "kid": "ed-2026", "note": "x"});
+    assert_eq!(
+        code(&setup, &hand_signed(&fine, &claims(), &setup.ed)),
+        "accepted"
+    );
 }
 
 #[test]
@@ -220,6 +244,69 @@ fn refuses_time_problems_and_wrong_types() {
         c.insert("max_uses".into(), json!(0));
     }));
     assert_eq!(code(&setup, &zero_uses), "consent_claims");
+}
+
+#[test]
+fn reads_the_payload_as_one_object_of_claims_each_named_once() {
+    let setup = setup();
+    let header = json!({"alg": "EdDSA", "typ": "consent+jwt", "kid": "ed-2026"}).to_string();
+    let signed = |claims: &str| hand_signed_text(&header, claims, &setup.ed);
+    let valid = claims().to_string();
+    assert_eq!(code(&setup, &signed(&valid)), "accepted");
+    // A claim this gateway reads, named twice (first or last, the token is refused).
+    for claim in [
+        r#""purpose":"housing-grant""#,
+        r#""exp":1"#,
+        r#""sub":"someone""#,
+    ] {
+        let twice = valid.replacen('{', &format!("{{{claim},"), 1);
+        assert_eq!(
+            code(&setup, &signed(&twice)),
+            "consent_malformed",
+            "{claim}"
+        );
+    }
+    // Claims it does not read are dropped, even named twice...
+    let extra = valid.replacen('{', r#"{"note":[1,{"a":null}],"note":"x","#, 1);
+    assert_eq!(code(&setup, &signed(&extra)), "accepted");
+    // ...but they must be valid JSON: UTF-8, no lone surrogate, numbers within range.
+    let mut invalid_utf8 = br#"{"note":"caf"#.to_vec();
+    invalid_utf8.extend_from_slice(&[0xff, b'"', b',']);
+    invalid_utf8.extend_from_slice(&valid.as_bytes()[1..]);
+    let header_only = |payload: &[u8]| hand_signed_text(&header, payload, &setup.ed);
+    assert_eq!(
+        code(&setup, &header_only(&invalid_utf8)),
+        "consent_malformed"
+    );
+    for note in [r#""\ud800""#, "1e400", r#""\q""#, "[1,]"] {
+        let bad = valid.replacen('{', &format!(r#"{{"note":{note},"#), 1);
+        assert_eq!(code(&setup, &signed(&bad)), "consent_malformed", "{note}");
+    }
+    // The claims' values in an array, or no object at all.
+    let values: Vec<Value> = claims()
+        .as_object()
+        .expect("an object")
+        .values()
+        .cloned()
+        .collect();
+    for payload in [Value::Array(values).to_string(), "null".into(), "".into()] {
+        assert_eq!(
+            code(&setup, &signed(&payload)),
+            "consent_malformed",
+            "{payload}"
+        );
+    }
+    // An optional claim that is there as null is there, and of the wrong type.
+    for claim in ["max_uses", "cnf"] {
+        let null = with(|c| {
+            c.insert(claim.into(), Value::Null);
+        });
+        assert_eq!(
+            code(&setup, &signed(&null.to_string())),
+            "consent_claims",
+            "{claim}"
+        );
+    }
 }
 
 #[test]
