@@ -1,11 +1,13 @@
 //! The audit engine's speed, each figure beside its target and, where one exists, a baseline
 //! measured in the same run:
 //!
-//! - durable appends with 64 in flight (64 threads calling `append_wait`), acknowledgement
-//!   latency p50/p99/p99.9 (hdrhistogram), and CPU per record (the whole process, and the
-//!   writer thread alone), against raw `write` + `fdatasync` of the same frames in batches of
-//!   64 (what group commit could at best reach on this disk), to a growing file and to a file
-//!   whose blocks were written with zeros beforehand;
+//! - durable appends with 64 in flight (64 threads calling `append_wait`), to a log that grows
+//!   its segment with each batch (`preallocate: 0`) and to one that keeps zeros ahead (the
+//!   default): throughput, acknowledgement latency p50/p99/p99.9 (hdrhistogram), and CPU per
+//!   record (the whole process, and the writer thread alone), against raw `write` +
+//!   `fdatasync` of the same frames in batches of 64 (what group commit could at best reach on
+//!   this disk), to a growing file and to a file whose blocks were written with zeros
+//!   beforehand;
 //! - inclusion and consistency proofs on a log of 10 million records (built once; give
 //!   `AUDIT_BENCH_LOG=DIR` to keep it and reuse it on the next run);
 //! - offline verification (`verify_dir`, one thread) of 1 million records, against reading the
@@ -211,7 +213,8 @@ struct Raw {
     cpu_us_per_record: f64,
 }
 
-struct AppendFigures {
+/// One append phase: 64 threads on a fresh log for APPEND_SECONDS.
+struct Phase {
     per_second: f64,
     p50_ms: f64,
     p99_ms: f64,
@@ -224,6 +227,14 @@ struct AppendFigures {
     writer_us: f64,
     writer_sys_share: f64,
     syncs_per_record: f64,
+}
+
+struct AppendFigures {
+    /// The log growing its segment with every batch (`preallocate: 0`, as before 4 MiB of
+    /// zeros were kept ahead).
+    growing: Phase,
+    /// The log as configured by default.
+    preallocated: Phase,
     raw_before: Raw,
     raw_after: Raw,
     zeroed_before: Raw,
@@ -279,14 +290,37 @@ fn raw_appends(path: &Path, seconds: u64, zeroed: u64) -> Raw {
 /// Zeros written before the zeroed baseline: 3 s at 300,000 records/s.
 const ZEROED_BYTES: u64 = 512 << 20;
 
-/// The raw baselines, then 64 threads appending for APPEND_SECONDS, then the baselines again
-/// (the disk's sync latency drifts with background writeback; both are reported).
+/// The raw baselines, then 64 threads appending for APPEND_SECONDS to a log that grows its
+/// segment with each batch and then to one that keeps zeros ahead (the default), then the
+/// baselines again (the disk's sync latency drifts with background writeback; both are
+/// reported).
 fn measure_appends(tmp: &Path) -> AppendFigures {
     let raw_before = raw_appends(&tmp.join("raw-before.seg"), 3, 0);
     let zeroed_before = raw_appends(&tmp.join("zeroed-before.seg"), 3, ZEROED_BYTES);
     let _ = std::fs::remove_file(tmp.join("zeroed-before.seg"));
-    let dir = tmp.join("appends");
-    let (log, _) = AuditLog::open(&dir, Options::default()).expect("opens");
+    let growing = append_phase(
+        &tmp.join("appends-growing"),
+        Options {
+            preallocate: 0,
+            ..Options::default()
+        },
+    );
+    let preallocated = append_phase(&tmp.join("appends"), Options::default());
+    let raw_after = raw_appends(&tmp.join("raw-after.seg"), 3, 0);
+    let zeroed_after = raw_appends(&tmp.join("zeroed-after.seg"), 3, ZEROED_BYTES);
+    let _ = std::fs::remove_file(tmp.join("zeroed-after.seg"));
+    AppendFigures {
+        growing,
+        preallocated,
+        raw_before,
+        raw_after,
+        zeroed_before,
+        zeroed_after,
+    }
+}
+
+fn append_phase(dir: &Path, options: Options) -> Phase {
+    let (log, _) = AuditLog::open(dir, options).expect("opens");
     // A new thread names itself once it runs: wait for it.
     let writer = (0..1000)
         .find_map(|_| {
@@ -335,13 +369,9 @@ fn measure_appends(tmp: &Path) -> AppendFigures {
     let syncs = log.stats().syncs - syncs;
     drop(log);
     let hist = merged.lock().expect("lock");
-    let raw_after = raw_appends(&tmp.join("raw-after.seg"), 3, 0);
-    let zeroed_after = raw_appends(&tmp.join("zeroed-after.seg"), 3, ZEROED_BYTES);
-    let _ = std::fs::remove_file(tmp.join("zeroed-after.seg"));
-
     let per_record = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
     let writer_ticks = (writer_user_end - writer_user) + (writer_sys_end - writer_sys);
-    AppendFigures {
+    Phase {
         per_second: n as f64 / elapsed,
         p50_ms: hist.value_at_quantile(0.50) as f64 / 1000.0,
         p99_ms: hist.value_at_quantile(0.99) as f64 / 1000.0,
@@ -352,10 +382,6 @@ fn measure_appends(tmp: &Path) -> AppendFigures {
         writer_us: per_record(writer_cpu_end - writer_cpu),
         writer_sys_share: (writer_sys_end - writer_sys) as f64 / writer_ticks.max(1) as f64,
         syncs_per_record: syncs as f64 / n as f64,
-        raw_before,
-        raw_after,
-        zeroed_before,
-        zeroed_after,
     }
 }
 
@@ -512,41 +538,46 @@ fn bench(c: &mut Criterion) {
     println!("| what | measured | target | baseline, same run | ratio |");
     println!("|---|---:|---|---:|---:|");
     let a = &appends;
-    println!(
-        "| durable appends/s, {IN_FLIGHT} in flight ({APPEND_SECONDS} s) | {:.0} | >= 50,000 | raw write+fdatasync of the same frames, {IN_FLIGHT} per sync, growing file, before / after: {:.0} / {:.0} | {:.2}x / {:.2}x |",
-        a.per_second,
-        a.raw_before.per_second,
-        a.raw_after.per_second,
-        a.per_second / a.raw_before.per_second,
-        a.per_second / a.raw_after.per_second
-    );
-    println!(
-        "| | | | the same into a file of zeros written beforehand, before / after: {:.0} / {:.0} | {:.2}x / {:.2}x |",
-        a.zeroed_before.per_second,
-        a.zeroed_after.per_second,
-        a.per_second / a.zeroed_before.per_second,
-        a.per_second / a.zeroed_after.per_second
-    );
-    println!(
-        "| ack latency p50 / p99 / p99.9 / max | {:.2} / {:.2} / {:.2} / {:.2} ms | p99 <= 10 ms | | |",
-        a.p50_ms, a.p99_ms, a.p999_ms, a.max_ms
-    );
-    println!(
-        "| writer thread CPU per record (system share) | {:.2} us ({:.0}% system), {:.4} syncs per record | | raw thread, growing file, before / after: {:.2} / {:.2} us; zeroed file: {:.2} / {:.2} us | {:.2}x / {:.2}x |",
-        a.writer_us,
-        a.writer_sys_share * 100.0,
-        a.syncs_per_record,
-        a.raw_before.cpu_us_per_record,
-        a.raw_after.cpu_us_per_record,
-        a.zeroed_before.cpu_us_per_record,
-        a.zeroed_after.cpu_us_per_record,
-        a.writer_us / a.raw_before.cpu_us_per_record,
-        a.writer_us / a.raw_after.cpu_us_per_record
-    );
-    println!(
-        "| process CPU per record, all threads (system) | {:.2} us ({:.2} us) | | | |",
-        a.process_us, a.process_sys_us
-    );
+    for (what, p) in [
+        ("segment grown by each batch", &a.growing),
+        ("4 MiB of zeros kept ahead (default)", &a.preallocated),
+    ] {
+        println!(
+            "| durable appends/s, {IN_FLIGHT} in flight ({APPEND_SECONDS} s), {what} | {:.0} | >= 50,000 | raw write+fdatasync of the same frames, {IN_FLIGHT} per sync, growing file, before / after: {:.0} / {:.0} | {:.2}x / {:.2}x |",
+            p.per_second,
+            a.raw_before.per_second,
+            a.raw_after.per_second,
+            p.per_second / a.raw_before.per_second,
+            p.per_second / a.raw_after.per_second
+        );
+        println!(
+            "| | | | the same into a file of zeros written beforehand, before / after: {:.0} / {:.0} | {:.2}x / {:.2}x |",
+            a.zeroed_before.per_second,
+            a.zeroed_after.per_second,
+            p.per_second / a.zeroed_before.per_second,
+            p.per_second / a.zeroed_after.per_second
+        );
+        println!(
+            "| ack latency p50 / p99 / p99.9 / max | {:.2} / {:.2} / {:.2} / {:.2} ms | p99 <= 10 ms | | |",
+            p.p50_ms, p.p99_ms, p.p999_ms, p.max_ms
+        );
+        println!(
+            "| writer thread CPU per record (system share) | {:.2} us ({:.0}% system), {:.4} syncs per record | | raw thread, growing file, before / after: {:.2} / {:.2} us; zeroed file: {:.2} / {:.2} us | {:.2}x / {:.2}x |",
+            p.writer_us,
+            p.writer_sys_share * 100.0,
+            p.syncs_per_record,
+            a.raw_before.cpu_us_per_record,
+            a.raw_after.cpu_us_per_record,
+            a.zeroed_before.cpu_us_per_record,
+            a.zeroed_after.cpu_us_per_record,
+            p.writer_us / a.raw_before.cpu_us_per_record,
+            p.writer_us / a.raw_after.cpu_us_per_record
+        );
+        println!(
+            "| process CPU per record, all threads (system) | {:.2} us ({:.2} us) | | | |",
+            p.process_us, p.process_sys_us
+        );
+    }
     println!(
         "| inclusion proof, random leaf of {} (mean of {proofs}) | {proof_us:.1} us | <= 100 us | | |",
         size.0
