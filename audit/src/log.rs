@@ -49,8 +49,12 @@ pub const OFFSETS_FILE: &str = "offsets";
 const LOCK_FILE: &str = "lock";
 /// Leaves re-hashed on open to check the tail of the hash files.
 const TAIL_CHECK: u64 = 1024;
-/// The default of [`Options::preallocate`].
-pub const PREALLOCATE: u64 = 4 << 20;
+/// The default of [`Options::preallocate`]: the batch that extends the file waits for this
+/// many more bytes to reach the disk (about 0.8 ms on the machine measured), so it is kept
+/// below the p99 acknowledgement latency; with 64 appends in flight that is one metadata sync
+/// per some 30 batches instead of one per batch. 4 MiB saved no more CPU and its 2 ms showed
+/// in the p99 (1.4 ms to 2.4 ms); 256 KiB saved less.
+pub const PREALLOCATE: u64 = 1 << 20;
 /// The zeros written per `write` when a segment is extended: larger writes of zeros were
 /// slower per byte on the machine measured (a 4 MiB `pwrite` took 10 ms, four of 1 MiB 1 ms).
 const ZERO_WRITE: usize = 256 << 10;
@@ -75,7 +79,7 @@ pub struct Options {
     /// Keep the query index up to date (default true).
     pub index: bool,
     /// How far the last segment is extended with zero bytes at a time, ahead of its records
-    /// (default [`PREALLOCATE`], 4 MiB; never past `segment_size`). A batch that writes
+    /// (default [`PREALLOCATE`], 1 MiB; never past `segment_size`). A batch that writes
     /// inside the file's size needs no metadata in its `fdatasync` (on ext4 that is a second
     /// synchronous write per sync, the inode's); the batch that crosses the end pays for the
     /// next chunk's zeros and the size change, once per chunk. The zeros are written, not
