@@ -16,6 +16,8 @@
 //! ```sh
 //! cargo bench -p isnad-bench --features audit-bench --bench audit
 //! AUDIT_BENCH_LOG=/work/audit-bench-10m cargo bench -p isnad-bench --features audit-bench --bench audit
+//! # only the append phase, with each preallocation size in turn (twice)
+//! AUDIT_BENCH_CHUNKS=0,262144,1048576,4194304 cargo bench -p isnad-bench --features audit-bench --bench audit
 //! ```
 
 use std::fs::File;
@@ -230,8 +232,8 @@ struct Phase {
 }
 
 struct AppendFigures {
-    /// The log growing its segment with every batch (`preallocate: 0`, as before 4 MiB of
-    /// zeros were kept ahead).
+    /// The log growing its segment with every batch (`preallocate: 0`, as before zeros were
+    /// kept ahead).
     growing: Phase,
     /// The log as configured by default.
     preallocated: Phase,
@@ -412,10 +414,53 @@ fn raw_read_and_hash(dir: &Path) -> u64 {
     records
 }
 
+/// `AUDIT_BENCH_CHUNKS=0,262144,1048576,4194304`: append phases with each of these
+/// `Options::preallocate` sizes, in turn, twice (how the default was chosen), and nothing else.
+fn compare_chunks(tmp: &Path, list: &str) {
+    let chunks: Vec<u64> = list
+        .split(',')
+        .map(|c| {
+            c.trim()
+                .parse()
+                .expect("AUDIT_BENCH_CHUNKS: sizes in bytes")
+        })
+        .collect();
+    println!(
+        "| preallocate | appends/s | p50 / p99 / p99.9 / max ms | writer us/record (system) | process us/record | syncs/record |"
+    );
+    println!("|---:|---:|---|---:|---:|---:|");
+    for round in 0..2 {
+        for (k, &chunk) in chunks.iter().enumerate() {
+            let options = Options {
+                preallocate: chunk,
+                ..Options::default()
+            };
+            let p = append_phase(&tmp.join(format!("chunks-{round}-{k}")), options);
+            println!(
+                "| {} KiB | {:.0} | {:.2} / {:.2} / {:.2} / {:.2} | {:.2} ({:.0}%) | {:.2} | {:.4} |",
+                chunk >> 10,
+                p.per_second,
+                p.p50_ms,
+                p.p99_ms,
+                p.p999_ms,
+                p.max_ms,
+                p.writer_us,
+                p.writer_sys_share * 100.0,
+                p.process_us,
+                p.syncs_per_record
+            );
+        }
+    }
+}
+
 fn bench(c: &mut Criterion) {
     let tmp =
         tempfile::tempdir_in(std::env::var_os("AUDIT_BENCH_TMP").unwrap_or_else(|| "/tmp".into()))
             .expect("tempdir");
+    if let Ok(list) = std::env::var("AUDIT_BENCH_CHUNKS") {
+        compare_chunks(tmp.path(), &list);
+        return;
+    }
     eprintln!("record size: {} bytes", record(0).len());
 
     // 1. Durable appends with 64 in flight.
@@ -540,7 +585,7 @@ fn bench(c: &mut Criterion) {
     let a = &appends;
     for (what, p) in [
         ("segment grown by each batch", &a.growing),
-        ("4 MiB of zeros kept ahead (default)", &a.preallocated),
+        ("1 MiB of zeros kept ahead (default)", &a.preallocated),
     ] {
         println!(
             "| durable appends/s, {IN_FLIGHT} in flight ({APPEND_SECONDS} s), {what} | {:.0} | >= 50,000 | raw write+fdatasync of the same frames, {IN_FLIGHT} per sync, growing file, before / after: {:.0} / {:.0} | {:.2}x / {:.2}x |",
