@@ -66,6 +66,11 @@ seeds = {
     "torn-tail": segment(0, 3)[:-7],
     "bad-crc": segment(0, 2)[:-1] + b"\x00",
     "gap": header(0) + frame(0, record(0)) + frame(2, record(2)),
+    # the last segment as the writer keeps it: records, then zeros written ahead of them
+    "zero-tail": segment(0, 2) + bytes(4096),
+    "empty-zero-tail": header(0) + bytes(100),
+    "torn-then-zeros": segment(0, 2) + frame(2, record(2))[:300] + bytes(4096),
+    "zeros-then-frame": segment(0, 1) + bytes(64) + frame(1, record(1)),
     "record": record(7),
     "record-refused": record(8, refused=True, consent=False),
 }

@@ -29,7 +29,7 @@ pub use error::{AppendError, FatalError, OpenError, ReadError};
 pub use index::Query;
 pub use log::{
     Appended, AuditLog, CHECKPOINT_FILE, CHECKPOINTS_DIR, FatalHook, KEY_FILE, OFFSETS_FILE,
-    Options, Recovery, Repair, Stats, TORN_DIR, TornTail,
+    Options, PREALLOCATE, Recovery, Repair, Stats, TORN_DIR, TornTail,
 };
 pub use verify::{Export, ExportedRecord, Report, VerifyError, load_key, verify_dir};
 

@@ -2,7 +2,11 @@
 //!
 //! `append` queues a record; the writer takes everything queued, frames it into one buffer,
 //! writes it with one `write_all` and one `fdatasync`, then updates the hash files, the offsets
-//! file and the frontier, and only then calls each record's `done`. Any write or sync error
+//! file and the frontier, and only then calls each record's `done`. The last segment is kept
+//! extended with zeros ahead of its records (see [`Options::preallocate`]), so that a batch
+//! normally writes inside the file's size and its `fdatasync` has no metadata to write; only
+//! the last segment has such a zero tail (a segment is cut to its last frame before the next
+//! one is created, and the last one at a clean close). Any write or sync error
 //! poisons the log: that batch and every later append fail with `audit_unavailable`, and
 //! `Options::on_fatal` is called once (sync errors are never retried: after a failed fsync the
 //! kernel may have dropped the dirty pages, so a retry that succeeds proves nothing).
@@ -27,8 +31,8 @@ use crate::merkle::{
 };
 use crate::record::{MAX_RECORD_LEN, RecordView};
 use crate::segment::{
-    FRAME_HEADER_LEN, Problem, SEGMENTS_DIR, SegmentError, SegmentReader, check_continuity,
-    create_segment, encode_frame, frame_len, list_segments, sync_dir,
+    FRAME_HEADER_LEN, Problem, SEGMENTS_DIR, SegmentError, SegmentReader, SegmentRole,
+    check_continuity, create_segment, encode_frame, frame_len, list_segments, sync_dir,
 };
 use crate::{Hash, LeafIndex, TreeSize};
 
@@ -45,6 +49,15 @@ pub const OFFSETS_FILE: &str = "offsets";
 const LOCK_FILE: &str = "lock";
 /// Leaves re-hashed on open to check the tail of the hash files.
 const TAIL_CHECK: u64 = 1024;
+/// The default of [`Options::preallocate`]: the batch that extends the file waits for this
+/// many more bytes to reach the disk (about 0.8 ms on the machine measured), so it is kept
+/// below the p99 acknowledgement latency; with 64 appends in flight that is one metadata sync
+/// per some 30 batches instead of one per batch. 4 MiB saved no more CPU and its 2 ms showed
+/// in the p99 (1.4 ms to 2.4 ms); 256 KiB saved less.
+pub const PREALLOCATE: u64 = 1 << 20;
+/// The zeros written per `write` when a segment is extended: larger writes of zeros were
+/// slower per byte on the machine measured (a 4 MiB `pwrite` took 10 ms, four of 1 MiB 1 ms).
+const ZERO_WRITE: usize = 256 << 10;
 
 /// What `on_fatal` is given.
 pub type FatalHook = Arc<dyn Fn(&FatalError) + Send + Sync>;
@@ -71,6 +84,15 @@ pub struct Options {
     /// record or a hundred; this trades a bounded wait for fewer of them under load, as
     /// PostgreSQL's `commit_delay` does. Appends that arrive one at a time are never delayed.
     pub commit_delay: Duration,
+    /// How far the last segment is extended with zero bytes at a time, ahead of its records
+    /// (default [`PREALLOCATE`], 1 MiB; never past `segment_size`). A batch that writes
+    /// inside the file's size needs no metadata in its `fdatasync` (on ext4 that is a second
+    /// synchronous write per sync, the inode's); the batch that crosses the end pays for the
+    /// next chunk's zeros and the size change, once per chunk. The zeros are written, not
+    /// `fallocate`d: unwritten extents would need metadata on their first write. `0` grows
+    /// the file with every batch instead, for copy-on-write filesystems (btrfs, ZFS) where
+    /// writing in place saves nothing and the zeros only double the writes.
+    pub preallocate: u64,
     /// Test seam: make the Nth data sync (counting from 1) fail as an I/O error would.
     #[doc(hidden)]
     pub fail_sync: Option<u64>,
@@ -86,6 +108,7 @@ impl Default for Options {
             on_fatal: None,
             index: true,
             commit_delay: Duration::ZERO,
+            preallocate: PREALLOCATE,
             fail_sync: None,
         }
     }
@@ -101,6 +124,7 @@ impl std::fmt::Debug for Options {
             .field("commit_delay", &self.commit_delay)
             .field("on_fatal", &self.on_fatal.as_ref().map(|_| "Fn"))
             .field("index", &self.index)
+            .field("preallocate", &self.preallocate)
             .finish_non_exhaustive()
     }
 }
@@ -112,7 +136,7 @@ pub struct Stats {
     pub records: u64,
     /// Batches written (one `write_all` each, two at a segment boundary).
     pub batches: u64,
-    /// Data syncs (`fdatasync`) of segments.
+    /// Syncs of segments: `fdatasync` per batch, `fsync` when a segment is cut to its end.
     pub syncs: u64,
 }
 
@@ -429,13 +453,18 @@ impl AuditLog {
         })?;
         let seg_path = dir.join(SEGMENTS_DIR).join(&last.name);
         let seg_file = OpenOptions::new()
-            .append(true)
+            .write(true)
             .open(&seg_path)
             .map_err(|e| OpenError::io(&seg_path, &e))?;
-        let seg_len = seg_file
+        // The zero tail of a log that was not closed cleanly is reused as it is.
+        let seg_file_len = seg_file
             .metadata()
             .map_err(|e| OpenError::io(&seg_path, &e))?
             .len();
+        let seg_len = scan
+            .last_end
+            .unwrap_or(crate::segment::HEADER_LEN as u64)
+            .min(seg_file_len);
 
         let recovery = Recovery {
             size,
@@ -492,6 +521,9 @@ impl AuditLog {
             segment: seg_file,
             segment_first: last.first,
             segment_len: seg_len,
+            segment_file_len: seg_file_len,
+            preallocate: options.preallocate,
+            zeros: Vec::new(),
             next: size.0,
             frontier,
             limit: options.segment_size.max(1),
@@ -1003,7 +1035,13 @@ struct Writer {
     shared: Arc<Shared>,
     segment: File,
     segment_first: LeafIndex,
+    /// Where the next frame goes: the end of the last record.
     segment_len: u64,
+    /// The file's size: `segment_len` and the zero tail written ahead of it.
+    segment_file_len: u64,
+    preallocate: u64,
+    /// Zeros to write from (allocated on first use).
+    zeros: Vec<u8>,
     next: u64,
     frontier: Frontier,
     limit: u64,
@@ -1031,6 +1069,8 @@ impl Writer {
                 }
                 q.writer_idle = false;
                 if q.items.is_empty() {
+                    drop(q);
+                    self.close();
                     return;
                 }
                 if self.last_batch > 1 && !self.commit_delay.is_zero() && !q.closed {
@@ -1083,12 +1123,59 @@ impl Writer {
         }
     }
 
-    fn sync(&mut self) -> std::io::Result<()> {
+    /// `fdatasync`, or `fsync` when the file's size shrank (`with_size`).
+    fn sync(&mut self, with_size: bool) -> std::io::Result<()> {
         self.syncs += 1;
         if self.fail_sync == Some(self.syncs) {
             return Err(std::io::Error::other("injected sync failure"));
         }
-        self.segment.sync_data()
+        if with_size {
+            self.segment.sync_all()
+        } else {
+            self.segment.sync_data()
+        }
+    }
+
+    /// A clean close cuts the zero tail, so that a closed log's segments all end at their
+    /// last frame, as before preallocation (the next open extends it again, once). Not after a
+    /// failure: a poisoned log's files are not written again. A failed cut leaves a zero tail,
+    /// which is valid.
+    fn close(&mut self) {
+        if self.shared.poisoned.load(Ordering::Acquire) || self.segment_file_len <= self.segment_len
+        {
+            return;
+        }
+        if self.segment.set_len(self.segment_len).is_ok() {
+            let _ = self.segment.sync_all();
+        }
+    }
+
+    /// Where the zero tail ends once the records reach `end`: the next multiple of the
+    /// chunk, never past the segment size limit (unless one record alone is larger).
+    fn zero_tail_end(&self, end: u64) -> u64 {
+        if self.preallocate == 0 || end <= self.segment_file_len {
+            return end.max(self.segment_file_len);
+        }
+        let chunk_end = end
+            .div_ceil(self.preallocate)
+            .saturating_mul(self.preallocate);
+        chunk_end.min(self.limit).max(end)
+    }
+
+    /// Writes zeros from `from` to `to`.
+    fn write_zeros(&mut self, from: u64, to: u64) -> Result<(), FatalError> {
+        if self.zeros.is_empty() {
+            self.zeros = vec![0u8; ZERO_WRITE];
+        }
+        let mut at = from;
+        while at < to {
+            let n = (to - at).min(ZERO_WRITE as u64) as usize;
+            self.segment
+                .write_all_at(&self.zeros[..n], at)
+                .map_err(|e| self.fatal("zero-filling", &e))?;
+            at += n as u64;
+        }
+        Ok(())
     }
 
     fn segment_name(&self) -> String {
@@ -1102,16 +1189,35 @@ impl Writer {
         }
     }
 
-    /// Writes the buffered frames to the current segment and syncs it.
-    fn flush(&mut self) -> Result<(), FatalError> {
-        if self.buf.is_empty() {
-            return Ok(());
+    /// Writes the buffered frames to the current segment and syncs it. A batch that passes the
+    /// end of the file extends it with the next chunk of zeros first, in the same sync. With
+    /// `seal` (the segment is full) the file is cut to its last frame instead, and that is
+    /// synced too before any later segment exists.
+    fn flush(&mut self, seal: bool) -> Result<(), FatalError> {
+        let end = self.segment_len + self.buf.len() as u64;
+        if !self.buf.is_empty() {
+            self.segment
+                .write_all_at(&self.buf, self.segment_len)
+                .map_err(|e| self.fatal("write to", &e))?;
+            let tail_end = if seal { end } else { self.zero_tail_end(end) };
+            let zeros_from = end.max(self.segment_file_len);
+            if tail_end > zeros_from {
+                self.write_zeros(zeros_from, tail_end)?;
+            }
+            self.segment_file_len = self.segment_file_len.max(tail_end);
         }
-        self.segment
-            .write_all(&self.buf)
-            .map_err(|e| self.fatal("write to", &e))?;
-        self.sync().map_err(|e| self.fatal("fdatasync of", &e))?;
-        self.segment_len += self.buf.len() as u64;
+        let cut = seal && self.segment_file_len > end;
+        if cut {
+            self.segment
+                .set_len(end)
+                .map_err(|e| self.fatal("cutting", &e))?;
+            self.segment_file_len = end;
+        }
+        if !self.buf.is_empty() || cut {
+            let what = if cut { "fsync of" } else { "fdatasync of" };
+            self.sync(cut).map_err(|e| self.fatal(what, &e))?;
+        }
+        self.segment_len = end;
         self.buf.clear();
         Ok(())
     }
@@ -1128,6 +1234,7 @@ impl Writer {
         self.segment = file;
         self.segment_first = first;
         self.segment_len = crate::segment::HEADER_LEN as u64;
+        self.segment_file_len = self.segment_len;
         self.shared
             .segments
             .write()
@@ -1152,14 +1259,14 @@ impl Writer {
             let len = frame_len(p.record.len()) as u64;
             let used = self.segment_len + self.buf.len() as u64;
             if used > header_only && used + len > self.limit {
-                self.flush()?;
+                self.flush(true)?;
                 self.rotate(index)?;
             }
             let at = self.segment_len + self.buf.len() as u64;
             self.offsets_buf.extend_from_slice(&at.to_le_bytes());
             encode_frame(index, &p.record, &mut self.buf);
         }
-        self.flush()?;
+        self.flush(false)?;
         // Durable from here on.
         self.shared
             .offsets
@@ -1196,6 +1303,8 @@ impl Writer {
 struct Scan {
     size: TreeSize,
     segments: Vec<SegmentEntry>,
+    /// Where the records of the last segment kept end (its zero tail, if any, follows).
+    last_end: Option<u64>,
     torn: Option<TornPlan>,
     offsets: Repair,
 }
@@ -1205,13 +1314,14 @@ struct TornPlan {
     name: String,
     path: PathBuf,
     offset: u64,
-    rest: Vec<u8>,
+    /// The torn bytes (without the zero tail after a torn frame).
+    torn: Vec<u8>,
     code: &'static str,
 }
 
 impl TornPlan {
-    /// Copies the torn bytes to `torn/`, then cuts the segment (or removes it, when its header
-    /// was torn).
+    /// Copies the torn bytes to `torn/`, then cuts the segment at their offset, zero tail and
+    /// all (or removes it, when its header was torn).
     fn apply(self, dir: &Path) -> Result<TornTail, OpenError> {
         let file = OpenOptions::new()
             .write(true)
@@ -1223,7 +1333,7 @@ impl TornPlan {
             &file,
             &self.path,
             self.offset,
-            &self.rest,
+            &self.torn,
             self.code,
         )?;
         if self.offset == 0 {
@@ -1347,22 +1457,40 @@ fn valid_frame_after(bytes: &[u8], after: LeafIndex) -> bool {
     false
 }
 
+/// The length of the torn bytes at the start of `rest` (the last segment from the damaged
+/// frame on), or `None` if they are not what a writer that stopped leaves: a frame cut short,
+/// then at most the zero tail it writes ahead. A frame whose CRC fails must be followed by
+/// zeros only; a frame cut short or of an impossible length runs to the end of the file.
+fn torn_len(problem: &Problem, offset: u64, rest: &[u8]) -> Option<usize> {
+    match problem {
+        Problem::BadCrc { frame_end } => {
+            let len = usize::try_from(frame_end.checked_sub(offset)?).ok()?;
+            rest.get(len..)?.iter().all(|&b| b == 0).then_some(len)
+        }
+        _ => Some(rest.len()),
+    }
+}
+
 /// Reads every segment: names, headers, frames, CRCs and index order. A torn tail of the last
-/// segment is copied to `torn/` and cut off; any other damage refuses.
+/// segment is copied to `torn/` and cut off; any other damage refuses. Only the last segment
+/// may end in a zero tail.
 fn scan_segments(dir: &Path, offsets: &File) -> Result<Scan, OpenError> {
     let list = list_segments(dir)?;
     let offsets_path = dir.join(OFFSETS_FILE);
     let mut check = OffsetsCheck::new(offsets, &offsets_path)?;
     let mut expected = LeafIndex(0);
     let mut segments = Vec::with_capacity(list.len());
+    let mut last_end = None;
     let mut torn = None;
     let count = list.len();
     for (i, (first, path)) in list.into_iter().enumerate() {
         let name = crate::segment::segment_file_name(first);
         check_continuity(&name, first, expected)?;
-        let is_last = i + 1 == count;
+        let role = SegmentRole::of(i, count);
+        let is_last = role == SegmentRole::Last;
         let file = File::open(&path).map_err(|e| OpenError::io(&path, &e))?;
-        let failure = match SegmentReader::new(&file, &name, Some(first)) {
+        let mut end = 0;
+        let failure = match SegmentReader::new(&file, &name, Some(first), role) {
             Err(e) => Some(e),
             Ok(mut reader) => loop {
                 match reader.next_frame() {
@@ -1372,10 +1500,12 @@ fn scan_segments(dir: &Path, offsets: &File) -> Result<Scan, OpenError> {
                     }
                     Ok(None) => {
                         expected = reader.next_index();
+                        end = reader.offset();
                         break None;
                     }
                     Err(e) => {
                         expected = reader.next_index();
+                        end = reader.offset();
                         break Some(e);
                     }
                 }
@@ -1407,13 +1537,17 @@ fn scan_segments(dir: &Path, offsets: &File) -> Result<Scan, OpenError> {
                 if valid_frame_after(search_from, expected) {
                     return Err(e.into());
                 }
+                let Some(len) = torn_len(&e.problem, e.offset, &rest) else {
+                    return Err(e.into());
+                };
+                rest.truncate(len);
                 // Applied only once the checkpoint has been compared: nothing is cut from a
                 // log that is refused.
                 torn = Some(TornPlan {
                     name: name.clone(),
                     path: path.clone(),
                     offset: e.offset,
-                    rest,
+                    torn: rest,
                     code: e.code(),
                 });
                 // A segment whose header itself was torn holds nothing: it goes.
@@ -1421,6 +1555,7 @@ fn scan_segments(dir: &Path, offsets: &File) -> Result<Scan, OpenError> {
             }
         };
         if keep {
+            last_end = Some(end);
             segments.push(SegmentEntry {
                 first,
                 name,
@@ -1432,6 +1567,7 @@ fn scan_segments(dir: &Path, offsets: &File) -> Result<Scan, OpenError> {
     Ok(Scan {
         size: TreeSize(expected.0),
         segments,
+        last_end,
         torn,
         offsets: offsets_repair,
     })
@@ -1502,7 +1638,8 @@ pub(crate) fn stream_records(
         handle
             .seek(SeekFrom::Start(offset))
             .map_err(|e| OpenError::io(&path, &e))?;
-        let mut reader = SegmentReader::at(handle, name, *first, offset, next);
+        let role = SegmentRole::of(i, segments.len());
+        let mut reader = SegmentReader::at(handle, name, *first, offset, next, role);
         while let Some(frame) = reader.next_frame()? {
             if !f(frame.index.0, frame.payload)? {
                 return Ok(());

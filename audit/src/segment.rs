@@ -10,12 +10,20 @@
 //!         | CRC-32C over (length bytes, index bytes, payload) u32 LE | payload
 //! ```
 //!
+//! The last segment may end in a zero tail: the writer keeps it extended with zero bytes ahead
+//! of its records, so that a batch's `fdatasync` writes inside the file's size and carries no
+//! metadata. Its records end at the first frame position from which every remaining byte is
+//! zero (a frame's length is never 0, so zeros there cannot be a record). Any other segment
+//! ends exactly after its last frame: it was cut to that length before its successor was
+//! created.
+//!
 //! The reader streams frames from any [`Read`] with one large buffer (no allocation per
 //! record) and reports every problem with the segment's file name, the byte offset of the frame
 //! (or header) and the leaf index when known.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
@@ -33,6 +41,26 @@ pub const HEADER_LEN: usize = 24;
 pub const FRAME_HEADER_LEN: usize = 16;
 /// The directory of segments inside a log directory.
 pub const SEGMENTS_DIR: &str = "segments";
+
+/// Where a segment stands in the log, which decides how it may end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegmentRole {
+    /// A segment with a successor: it ends exactly after its last frame.
+    Sealed,
+    /// The last segment: after its last frame it may hold a tail of zero bytes.
+    Last,
+}
+
+impl SegmentRole {
+    /// The role of segment `position` of `count`.
+    pub fn of(position: usize, count: usize) -> SegmentRole {
+        if position + 1 >= count {
+            SegmentRole::Last
+        } else {
+            SegmentRole::Sealed
+        }
+    }
+}
 
 /// What is wrong at a place in a segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +96,14 @@ pub enum Problem {
     },
     /// The file ends inside a header or frame.
     Truncated,
+    /// Zero bytes where a frame should start (a length of 0), then non-zero bytes: only zeros
+    /// may follow the last record.
+    DataAfterZeros {
+        /// The offset of the first non-zero byte after the zeros.
+        data_at: u64,
+    },
+    /// A segment that is not the last ends in zero bytes instead of ending at its last frame.
+    ZeroTailNotLast,
     /// The payload is not a valid record.
     BadRecord {
         /// The record decoder's code.
@@ -92,6 +128,8 @@ impl Problem {
             Problem::IndexGap { .. } => "index_gap",
             Problem::MissingSegment { .. } => "missing_segment",
             Problem::Truncated => "truncated",
+            Problem::DataAfterZeros { .. } => "data_after_zeros",
+            Problem::ZeroTailNotLast => "zero_tail_not_last",
             Problem::BadRecord { code, .. } => code,
             Problem::UnexpectedFile => "unexpected_file",
             Problem::Io(_) => "io_error",
@@ -118,6 +156,14 @@ impl std::fmt::Display for Problem {
                 )
             }
             Problem::Truncated => write!(f, "file ends inside a header or frame"),
+            Problem::DataAfterZeros { data_at } => write!(
+                f,
+                "zero bytes where a frame should start, then non-zero bytes at byte {data_at} (only zeros may follow the last record)"
+            ),
+            Problem::ZeroTailNotLast => write!(
+                f,
+                "zero bytes from here to the end of a segment that is not the last (only the last segment may end in zeros)"
+            ),
             Problem::BadRecord { code, at } => {
                 write!(
                     f,
@@ -258,21 +304,26 @@ pub struct SegmentReader<R> {
     eof: bool,
     first: LeafIndex,
     next: LeafIndex,
+    role: SegmentRole,
+    /// The zero bytes after the last frame, once the end is reached.
+    zero_tail: u64,
 }
 
 impl<R: Read> SegmentReader<R> {
     /// Reads the header of the segment named `file` from `src`. When `expected_first` is given,
     /// the header must say so (the file name's index, checked by the caller against the file
-    /// name and the previous segment).
+    /// name and the previous segment). `role` says whether it may end in a zero tail.
     pub fn new(
         src: R,
         file: &str,
         expected_first: Option<LeafIndex>,
+        role: SegmentRole,
     ) -> Result<SegmentReader<R>, SegmentError> {
         Self::with_buffer(
             src,
             file,
             expected_first,
+            role,
             BUFFER + frame_len(MAX_RECORD_LEN),
         )
     }
@@ -283,6 +334,7 @@ impl<R: Read> SegmentReader<R> {
         src: R,
         file: &str,
         expected_first: Option<LeafIndex>,
+        role: SegmentRole,
         len: usize,
     ) -> Result<SegmentReader<R>, SegmentError> {
         let mut reader = SegmentReader {
@@ -295,6 +347,8 @@ impl<R: Read> SegmentReader<R> {
             eof: false,
             first: LeafIndex(0),
             next: LeafIndex(0),
+            role,
+            zero_tail: 0,
         };
         reader.fill(HEADER_LEN)?;
         let first = decode_header(&reader.buf[..reader.end])
@@ -319,6 +373,7 @@ impl<R: Read> SegmentReader<R> {
         first: LeafIndex,
         offset: u64,
         next: LeafIndex,
+        role: SegmentRole,
     ) -> SegmentReader<R> {
         SegmentReader {
             src,
@@ -330,6 +385,8 @@ impl<R: Read> SegmentReader<R> {
             eof: false,
             first,
             next,
+            role,
+            zero_tail: 0,
         }
     }
 
@@ -346,6 +403,11 @@ impl<R: Read> SegmentReader<R> {
     /// The offset just past the last good frame.
     pub fn offset(&self) -> u64 {
         self.offset
+    }
+
+    /// The zero bytes after the last frame of the last segment (0 until its end is read).
+    pub fn zero_tail(&self) -> u64 {
+        self.zero_tail
     }
 
     fn err(&self, problem: Problem, index: Option<LeafIndex>) -> SegmentError {
@@ -381,11 +443,44 @@ impl<R: Read> SegmentReader<R> {
         Ok(())
     }
 
-    /// The next frame, `None` at the clean end of the segment, or the first problem.
+    /// Reads from a frame position (`offset`) to the end of the file, which must hold only
+    /// zeros: the zero tail of the last segment, whose length it returns.
+    fn zero_tail_to_end(&mut self) -> Result<u64, SegmentError> {
+        let mut at = self.offset;
+        loop {
+            let bytes = &self.buf[self.start..self.end];
+            if let Some(k) = bytes.iter().position(|&b| b != 0) {
+                let data_at = at + k as u64;
+                return Err(self.err(Problem::DataAfterZeros { data_at }, None));
+            }
+            at += bytes.len() as u64;
+            self.start = self.end;
+            if self.eof {
+                break;
+            }
+            self.fill(1)?;
+            if self.start == self.end {
+                break;
+            }
+        }
+        match self.role {
+            SegmentRole::Last => Ok(at - self.offset),
+            SegmentRole::Sealed => Err(self.err(Problem::ZeroTailNotLast, None)),
+        }
+    }
+
+    /// The next frame, `None` at the clean end of the segment (its last byte, or the zero tail
+    /// of the last segment), or the first problem.
     pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, SegmentError> {
         self.fill(FRAME_HEADER_LEN)?;
         let avail = self.end - self.start;
         if avail == 0 {
+            return Ok(None);
+        }
+        // A frame's length is never 0: zeros where one should start are the zero tail.
+        let length_bytes = &self.buf[self.start..self.start + avail.min(4)];
+        if length_bytes.iter().all(|&b| b == 0) {
+            self.zero_tail = self.zero_tail_to_end()?;
             return Ok(None);
         }
         if avail < FRAME_HEADER_LEN {
@@ -488,16 +583,22 @@ pub struct ScanSummary {
     pub first: LeafIndex,
     /// Its records.
     pub records: u64,
-    /// Its length in bytes.
+    /// Its length in bytes up to the end of its last frame.
     pub bytes: u64,
+    /// The zero bytes after that (only in the last segment).
+    pub zero_tail: u64,
 }
 
 /// Reads a whole segment held in memory, checking every frame and decoding every record: what
 /// the fuzz target runs, and the same code paths as the verifier.
-pub fn scan_segment_bytes(file: &str, bytes: &[u8]) -> Result<ScanSummary, SegmentError> {
+pub fn scan_segment_bytes(
+    file: &str,
+    bytes: &[u8],
+    role: SegmentRole,
+) -> Result<ScanSummary, SegmentError> {
     // A buffer the size of the input holds any frame the input can contain.
     let buffer = bytes.len().min(BUFFER + frame_len(MAX_RECORD_LEN));
-    let mut reader = SegmentReader::with_buffer(bytes, file, None, buffer)?;
+    let mut reader = SegmentReader::with_buffer(bytes, file, None, role, buffer)?;
     let mut records = 0u64;
     loop {
         let (index, offset, result) = match reader.next_frame()? {
@@ -525,6 +626,7 @@ pub fn scan_segment_bytes(file: &str, bytes: &[u8]) -> Result<ScanSummary, Segme
         first: reader.first(),
         records,
         bytes: reader.offset(),
+        zero_tail: reader.zero_tail(),
     })
 }
 
@@ -537,12 +639,13 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
 pub(crate) fn create_segment(dir: &Path, first: LeafIndex) -> io::Result<(File, PathBuf)> {
     let seg_dir = dir.join(SEGMENTS_DIR);
     let path = seg_dir.join(segment_file_name(first));
-    let mut file = OpenOptions::new()
+    // Written by position, not appended: the writer fills the zero tail it keeps ahead.
+    let file = OpenOptions::new()
         .read(true)
-        .append(true)
+        .write(true)
         .create_new(true)
         .open(&path)?;
-    file.write_all(&encode_header(first))?;
+    file.write_all_at(&encode_header(first), 0)?;
     file.sync_data()?;
     sync_dir(&seg_dir)?;
     Ok((file, path))

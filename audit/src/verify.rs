@@ -13,7 +13,8 @@ use crate::log::{CHECKPOINT_FILE, CHECKPOINTS_DIR, KEY_FILE};
 use crate::merkle::{Frontier, empty_root, leaf_hash};
 use crate::record::{AuditRecord, RecordView};
 use crate::segment::{
-    Problem, SegmentError, SegmentReader, check_continuity, list_segments, segment_file_name,
+    Problem, SegmentError, SegmentReader, SegmentRole, check_continuity, list_segments,
+    segment_file_name,
 };
 use crate::{Hash, LeafIndex, TreeSize};
 
@@ -93,7 +94,8 @@ impl VerifyError {
 pub struct Report {
     /// Records read, decoded and hashed.
     pub records: u64,
-    /// Bytes of segments read.
+    /// Bytes of segments read, up to the last record (the zero tail of the last segment, if
+    /// any, is checked and not counted).
     pub bytes: u64,
     /// Segment files.
     pub segments: usize,
@@ -184,11 +186,12 @@ pub fn verify_dir(
     let segments = list_segments(dir)?;
     let mut expected = LeafIndex(0);
     let mut bytes = 0u64;
-    for (first, path) in &segments {
+    for (position, (first, path)) in segments.iter().enumerate() {
         let name = segment_file_name(*first);
         check_continuity(&name, *first, expected)?;
         let file = File::open(path).map_err(|e| VerifyError::io(path, &e))?;
-        let mut reader = SegmentReader::new(file, &name, Some(*first))?;
+        let role = SegmentRole::of(position, segments.len());
+        let mut reader = SegmentReader::new(file, &name, Some(*first), role)?;
         while let Some(frame) = reader.next_frame()? {
             if let Err(e) = RecordView::validate(frame.payload) {
                 return Err(SegmentError {
@@ -286,7 +289,8 @@ impl Export {
                 let name = segment_file_name(*first);
                 check_continuity(&name, *first, self.expected)?;
                 let file = File::open(path).map_err(|e| VerifyError::io(path, &e))?;
-                self.reader = Some(SegmentReader::new(file, &name, Some(*first))?);
+                let role = SegmentRole::of(self.next_segment, self.segments.len());
+                self.reader = Some(SegmentReader::new(file, &name, Some(*first), role)?);
                 self.next_segment += 1;
             }
             let Some(reader) = self.reader.as_mut() else {

@@ -90,8 +90,25 @@ fn a_whole_last_frame_with_a_bad_crc_is_torn() {
 }
 
 #[test]
-fn a_zero_filled_tail_is_torn() {
-    recovers_from(&[0u8; 4096], "bad_length");
+fn a_zero_filled_tail_is_a_clean_end_not_a_tear() {
+    // Zeros after the last record are the tail the writer keeps ahead of its records (before
+    // preallocation they were set aside as torn, `bad_length`): nothing is set aside or cut.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let signer = signer();
+    write_log(dir.path(), &signer, 10, 100);
+    append_raw(dir.path(), &[0u8; 4096]);
+    let before = std::fs::read(last_segment(dir.path())).expect("read");
+    let (log, recovery) = open(dir.path(), &signer);
+    assert_eq!((recovery.size, recovery.torn), (TreeSize(10), None));
+    assert_eq!(
+        std::fs::read(last_segment(dir.path())).expect("read"),
+        before,
+        "untouched"
+    );
+    assert_eq!(
+        log.append_wait(bytes(10)).expect("appends").index,
+        LeafIndex(10)
+    );
 }
 
 #[test]
@@ -213,6 +230,7 @@ fn a_killed_writer_loses_no_acknowledged_record() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let mut acked: Vec<(u64, u64)> = Vec::new();
+    let mut zero_tails = 0;
     for round in 0..3 {
         let mut child = std::process::Command::new(std::env::current_exe().expect("exe"))
             .args([
@@ -247,6 +265,11 @@ fn a_killed_writer_loses_no_acknowledged_record() {
             }
         }
         child.wait().expect("reaped");
+        // The writer keeps the last segment extended with zeros ahead of its records.
+        let last = last_segment(dir.path());
+        if std::fs::read(&last).expect("read").last() == Some(&0) {
+            zero_tails += 1;
+        }
 
         let (log, recovery) =
             isnad_audit::AuditLog::open(dir.path(), isnad_audit::Options::default())
@@ -268,6 +291,7 @@ fn a_killed_writer_loses_no_acknowledged_record() {
         assert_eq!(report.root, root);
         assert_eq!(report.records, recovery.size.0);
     }
+    assert!(zero_tails > 0, "killed writers left their zero tails");
 }
 
 #[test]
