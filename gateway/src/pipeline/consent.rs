@@ -180,6 +180,7 @@ pub(crate) async fn check<'p>(
             max_uses: consent.max_uses,
         }),
         rates: &rates,
+        agency: None,
     };
     match context.state.admit(&admission).await {
         Ok(StateVerdict::Admitted { .. }) => Ok(Checked {
@@ -222,6 +223,13 @@ fn refusal_denial(refusal: Refusal) -> Denial {
                 "the rule's frequency limit for this subject is reached; the next window starts \
                  in {} s",
                 retry_after.as_secs().max(1)
+            ),
+        ),
+        Refusal::AgencyRateLimited { retry_after } => (
+            Code::ResourceExhausted,
+            format!(
+                "this agency's requests are over its rate; the next fits in {} ms",
+                retry_after.as_millis().max(1)
             ),
         ),
     };
