@@ -194,6 +194,20 @@ pub struct Limits {
     /// How long an open circuit stays open before one trial request may go through, in
     /// milliseconds.
     pub circuit_open_ms: u64,
+    /// Client connections open at once (handshaking or established); beyond it a new
+    /// connection is closed at once. 0: no limit.
+    pub max_connections: usize,
+    /// TLS handshakes in progress at once; further connections wait to be accepted.
+    pub max_handshakes: usize,
+    /// TLS handshakes in progress at once from one IP address (an IPv6 /64); beyond it a new
+    /// connection from there is closed at once. 0: no limit.
+    pub max_handshakes_per_ip: usize,
+    /// Largest HTTP/2 header list of a request (names, values and 32 bytes each, as HTTP/2
+    /// counts them); a larger one is refused (`headers_too_large`).
+    pub max_header_list_bytes: u32,
+    /// A client connection with no request in progress for this long is closed, in
+    /// milliseconds. 0: never.
+    pub idle_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -209,6 +223,11 @@ impl Default for Limits {
             max_provider_reply_bytes: 4 * 1024 * 1024,
             circuit_failures: 5,
             circuit_open_ms: 5_000,
+            max_connections: 4096,
+            max_handshakes: 512,
+            max_handshakes_per_ip: 64,
+            max_header_list_bytes: 16 * 1024,
+            idle_timeout_ms: 300_000,
         }
     }
 }
@@ -223,7 +242,21 @@ impl Limits {
     pub fn max_deadline(&self) -> Duration {
         Duration::from_millis(self.max_deadline_ms)
     }
+
+    /// Values that cannot work, named.
+    fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.max_handshakes > 0, "limits.max_handshakes: at least 1");
+        anyhow::ensure!(
+            self.max_header_list_bytes >= MIN_HEADER_LIST_BYTES,
+            "limits.max_header_list_bytes: at least {MIN_HEADER_LIST_BYTES} (a gRPC request's \
+             own headers take a few hundred bytes)"
+        );
+        Ok(())
+    }
 }
+
+/// The smallest header list limit accepted.
+const MIN_HEADER_LIST_BYTES: u32 = 1024;
 
 fn default_policy_poll_ms() -> u64 {
     1000
@@ -259,6 +292,10 @@ impl GatewayConfig {
         if let Some(consent) = &mut config.consent {
             consent.jwks = base.join(&consent.jwks);
         }
+        config
+            .limits
+            .check()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         Ok(config)
     }
 }
