@@ -61,6 +61,25 @@ pub struct GatewayConfig {
     /// Limits on what callers may ask.
     #[serde(default)]
     pub limits: Limits,
+    /// Per-agency limits that replace `limits.agency_*` for the agencies named (agency ids of
+    /// the catalogue; an unknown name is a configuration error).
+    #[serde(default)]
+    pub agency_limits: BTreeMap<String, AgencyLimits>,
+}
+
+/// One agency's limits; what is left out comes from `limits.agency_*`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AgencyLimits {
+    /// Its requests in the pipeline at once on this node (0: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_flight: Option<u32>,
+    /// Its sustained requests per second, agency-wide (0: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<u32>,
+    /// Its requests admitted at once after a quiet spell (0: one second's worth of `rate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
 }
 
 /// The node's audit log.
@@ -194,6 +213,16 @@ pub struct Limits {
     /// How long an open circuit stays open before one trial request may go through, in
     /// milliseconds.
     pub circuit_open_ms: u64,
+    /// Requests of one consumer agency in the pipeline at once on this node; beyond it a
+    /// request is refused at once (`agency_busy`), never queued. 0: no limit.
+    pub agency_in_flight: u32,
+    /// Requests per second one consumer agency may send, sustained; agency-wide when
+    /// `shared_state` is Redis. Beyond it a request is refused (`agency_rate_limited`). 0: no
+    /// limit.
+    pub agency_rate: u32,
+    /// Requests of one agency admitted at once after a quiet spell. 0: one second's worth of
+    /// `agency_rate`.
+    pub agency_burst: u32,
     /// Client connections open at once (handshaking or established); beyond it a new
     /// connection is closed at once. 0: no limit.
     pub max_connections: usize,
@@ -223,6 +252,9 @@ impl Default for Limits {
             max_provider_reply_bytes: 4 * 1024 * 1024,
             circuit_failures: 5,
             circuit_open_ms: 5_000,
+            agency_in_flight: 256,
+            agency_rate: 0,
+            agency_burst: 0,
             max_connections: 4096,
             max_handshakes: 512,
             max_handshakes_per_ip: 64,
@@ -245,6 +277,10 @@ impl Limits {
 
     /// Values that cannot work, named.
     fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.agency_rate <= MAX_AGENCY_RATE,
+            "limits.agency_rate: at most {MAX_AGENCY_RATE} requests per second"
+        );
         anyhow::ensure!(self.max_handshakes > 0, "limits.max_handshakes: at least 1");
         anyhow::ensure!(
             self.max_header_list_bytes >= MIN_HEADER_LIST_BYTES,
@@ -254,6 +290,9 @@ impl Limits {
         Ok(())
     }
 }
+
+/// The highest agency rate: the rate's clock counts microseconds.
+pub const MAX_AGENCY_RATE: u32 = 1_000_000;
 
 /// The smallest header list limit accepted.
 const MIN_HEADER_LIST_BYTES: u32 = 1024;
@@ -296,6 +335,13 @@ impl GatewayConfig {
             .limits
             .check()
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        for (agency, limits) in &config.agency_limits {
+            anyhow::ensure!(
+                limits.rate.unwrap_or(0) <= MAX_AGENCY_RATE,
+                "{}: agency_limits.{agency}.rate: at most {MAX_AGENCY_RATE} requests per second",
+                path.display()
+            );
+        }
         Ok(config)
     }
 }

@@ -23,7 +23,7 @@ use crate::audit_service::AuditService;
 use crate::audit_trail::AuditTrail;
 use crate::config::GatewayConfig;
 use crate::consent_keys::ConsentKeys;
-use crate::pipeline::{HashKey, Pipeline};
+use crate::pipeline::{AgencyLimits, HashKey, Pipeline};
 use crate::policy_store::{Capabilities, PolicyStore, UpstreamSettings};
 use crate::provenance::ProvenanceSigner;
 use crate::secrets::{PseudonymKey, read_hex_key};
@@ -56,6 +56,10 @@ impl Exchange for ExchangeService {
             .await
         {
             Ok(response) => Ok(Response::new(response)),
+            // A flood's refusals are logged by the agency limits, once a second with a count.
+            Err(denial) if matches!(denial.reason, "agency_busy" | "agency_rate_limited") => {
+                Err(denial.into())
+            }
             Err(denial) => {
                 // No subject, no values: only what was asked of whom, and why it was refused.
                 tracing::info!(
@@ -276,6 +280,17 @@ impl Gateway {
             "policy loaded"
         );
         let federation = current.policy.catalogue().federation.clone();
+        for agency in config.agency_limits.keys() {
+            anyhow::ensure!(
+                current
+                    .policy
+                    .catalogue()
+                    .agencies
+                    .contains_key(agency.as_str()),
+                "agency_limits: {agency:?} is not an agency of the catalogue in {}",
+                config.policy.display()
+            );
+        }
         let consent = config
             .consent
             .as_ref()
@@ -298,6 +313,11 @@ impl Gateway {
             .unwrap_or_else(|| format!("{federation}/audit/{}", config.node));
         let provenance = ProvenanceSigner::load(&config.node, &config.provenance_key)?;
         let audit = AuditTrail::open(&config.audit, &origin, provenance)?;
+        let agencies = AgencyLimits::new(
+            config.limits,
+            config.agency_limits.clone(),
+            matches!(state, SharedState::Redis(_)),
+        );
         Ok(Gateway {
             pipeline: Arc::new(Pipeline {
                 store: Arc::new(store),
@@ -310,6 +330,7 @@ impl Gateway {
                 node: config.node.clone(),
                 audit,
                 tls,
+                agencies,
             }),
             accept: AcceptLimits {
                 handshake_timeout: Duration::from_millis(config.limits.handshake_timeout_ms),
