@@ -292,7 +292,8 @@ impl PerAddress {
         self.counts.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A place for a handshake from `ip`, or none if its address has `max` in progress.
+    /// A place for a handshake from `ip` (`Some(None)`: there is no limit to hold a place
+    /// under), or `None` if its address has `max` in progress.
     fn enter(self: &Arc<Self>, ip: IpAddr) -> Option<Option<AddressPlace>> {
         if self.max == 0 {
             return Some(None);
