@@ -133,6 +133,7 @@ fn admission(now: SystemTime) -> Admission<'static> {
             max_uses: Some(u64::MAX / 2),
         }),
         rates: &[],
+        agency: None,
     }
 }
 

@@ -1,5 +1,6 @@
 //! One load run.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -82,6 +83,10 @@ pub(crate) struct LoadArgs {
     /// The key id of `--consent-key` in the gateway's JWKS.
     #[arg(long, default_value = "dev-consent-1")]
     consent_kid: String,
+    /// The target may refuse this client (a flood over its limits): the check of each
+    /// connection before measuring accepts a refusal with a reason code as an answer.
+    #[arg(long)]
+    refusals_expected: bool,
 }
 
 #[derive(Debug, Serialize, serde::Deserialize)]
@@ -100,8 +105,15 @@ pub(crate) struct LoadResult {
     pub(crate) p99_us: u64,
     pub(crate) p999_us: u64,
     pub(crate) max_us: u64,
+    /// The measured calls that failed, by why: an isnad reason code, `incomplete` (answered
+    /// without every field), or `transport` (no reason code).
+    #[serde(default)]
+    pub(crate) failures: BTreeMap<String, u64>,
     /// CPU microseconds per successful request, by process name.
     pub(crate) cpu_us_per_request: Vec<(String, f64)>,
+    /// CPU time over the measured time (cores kept busy), by process name.
+    #[serde(default)]
+    pub(crate) cpu_cores: Vec<(String, f64)>,
 }
 
 #[derive(Clone)]
@@ -119,10 +131,25 @@ struct Plan {
     fields: Vec<String>,
 }
 
+/// Why a call did not count: a reason code of the target, `incomplete` or `transport`.
+type Failure = String;
+
+fn failure(status: &tonic::Status) -> Failure {
+    isnad_proto::errors::reason(status)
+        .unwrap_or_else(|| format!("transport ({:?})", status.code()))
+}
+
 impl Target {
-    async fn call(&mut self, plan: &Plan, n: usize) -> bool {
+    async fn call(&mut self, plan: &Plan, n: usize) -> Result<(), Failure> {
         let index = n % plan.subjects.len();
         let subject = plan.subjects[index].clone();
+        let complete = |attributes: usize| {
+            if attributes == plan.fields.len() {
+                Ok(())
+            } else {
+                Err("incomplete".to_owned())
+            }
+        };
         match self {
             Target::Exchange(client) => client
                 .get_attributes(AttributesRequest {
@@ -134,7 +161,8 @@ impl Target {
                     ..Default::default()
                 })
                 .await
-                .is_ok_and(|r| r.get_ref().attributes.len() == plan.fields.len()),
+                .map_err(|status| failure(&status))
+                .and_then(|r| complete(r.get_ref().attributes.len())),
             Target::Provider(client) => client
                 .fetch(FetchRequest {
                     subject,
@@ -144,7 +172,35 @@ impl Target {
                     ..Default::default()
                 })
                 .await
-                .is_ok_and(|r| r.get_ref().attributes.len() == plan.fields.len()),
+                .map_err(|status| failure(&status))
+                .and_then(|r| complete(r.get_ref().attributes.len())),
+        }
+    }
+}
+
+/// What one worker measured.
+struct Tally {
+    histogram: Histogram<u64>,
+    ok: u64,
+    failures: BTreeMap<Failure, u64>,
+    calls: u64,
+}
+
+impl Tally {
+    fn new() -> Tally {
+        Tally {
+            histogram: new_histogram(),
+            ok: 0,
+            failures: BTreeMap::new(),
+            calls: 0,
+        }
+    }
+
+    fn count(&mut self, latency: Duration, outcome: Result<(), Failure>) {
+        record(&mut self.histogram, latency);
+        match outcome {
+            Ok(()) => self.ok += 1,
+            Err(why) => *self.failures.entry(why).or_default() += 1,
         }
     }
 }
@@ -272,9 +328,15 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<LoadResult> {
     });
     // Connect and check every connection once before measuring.
     for (n, target) in targets.iter().enumerate() {
+        let outcome = target.clone().call(&plan, n).await;
+        let answered = match &outcome {
+            Ok(()) => true,
+            Err(why) if why == "incomplete" || why.starts_with("transport") => false,
+            Err(_) => args.refusals_expected,
+        };
         anyhow::ensure!(
-            target.clone().call(&plan, n).await,
-            "the target does not answer a valid request correctly ({})",
+            answered,
+            "the target does not answer a valid request correctly ({}): {outcome:?}",
             args.target
         );
     }
@@ -311,23 +373,21 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<LoadResult> {
                     let mut target = target.clone();
                     let plan = plan.clone();
                     workers.push(tokio::spawn(async move {
-                        let mut histogram = new_histogram();
-                        let (mut ok, mut errors, mut calls) = (0u64, 0u64, 0u64);
+                        let mut tally = Tally::new();
                         let mut n = c * 7919 + k * 104_729;
                         loop {
                             let sent = Instant::now();
                             if sent >= end {
                                 break;
                             }
-                            let good = target.call(&plan, n).await;
+                            let outcome = target.call(&plan, n).await;
                             n += 1;
-                            calls += 1;
+                            tally.calls += 1;
                             if sent >= measure_from {
-                                record(&mut histogram, sent.elapsed());
-                                if good { ok += 1 } else { errors += 1 }
+                                tally.count(sent.elapsed(), outcome);
                             }
                         }
-                        (histogram, ok, errors, calls)
+                        tally
                     }));
                 }
             }
@@ -356,9 +416,9 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<LoadResult> {
                         let plan = plan.clone();
                         let tx = tx.clone();
                         tokio::spawn(async move {
-                            let good = target.call(&plan, n).await;
+                            let outcome = target.call(&plan, n).await;
                             if due >= measure_from {
-                                let _ = tx.send((due.elapsed(), good));
+                                let _ = tx.send((due.elapsed(), outcome));
                             }
                         });
                         n += 1;
@@ -367,28 +427,27 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<LoadResult> {
                 })
             };
             workers.push(tokio::spawn(async move {
-                let calls = pacer.await.unwrap_or(0);
+                let mut tally = Tally::new();
+                tally.calls = pacer.await.unwrap_or(0);
                 let mut rx = rx;
-                let mut histogram = new_histogram();
-                let (mut ok, mut errors) = (0u64, 0u64);
-                while let Some((latency, good)) = rx.recv().await {
-                    record(&mut histogram, latency);
-                    if good { ok += 1 } else { errors += 1 }
+                while let Some((latency, outcome)) = rx.recv().await {
+                    tally.count(latency, outcome);
                 }
-                (histogram, ok, errors, calls)
+                tally
             }));
         }
     }
 
     let before = sampler.await??;
     let mut histogram = new_histogram();
-    let (mut ok, mut errors) = (0u64, 0u64);
+    let mut ok = 0u64;
+    let mut failures: BTreeMap<String, u64> = BTreeMap::new();
     // The check call made on each connection before measuring.
     let mut calls = targets.len() as u64;
     let mut after = None;
     for worker in workers {
-        let (h, o, e, c) = worker.await?;
-        calls += c;
+        let tally = worker.await?;
+        calls += tally.calls;
         if after.is_none() {
             // The first worker ends right at `end`: sample CPU before stragglers add to it.
             after = Some(
@@ -398,10 +457,13 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<LoadResult> {
                     .collect::<anyhow::Result<Vec<u64>>>()?,
             );
         }
-        histogram.add(&h)?;
-        ok += o;
-        errors += e;
+        histogram.add(&tally.histogram)?;
+        ok += tally.ok;
+        for (why, count) in tally.failures {
+            *failures.entry(why).or_default() += count;
+        }
     }
+    let errors = failures.values().sum();
     let after = after.unwrap_or_else(|| before.clone());
     let seconds = measure.as_secs_f64();
     let ticks = clock_ticks_per_second();
@@ -412,6 +474,11 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<LoadResult> {
             let cpu_us = (a - b) as f64 / ticks * 1e6;
             (name.clone(), if ok > 0 { cpu_us / ok as f64 } else { 0.0 })
         })
+        .collect();
+    let cpu_cores = processes
+        .iter()
+        .zip(before.iter().zip(&after))
+        .map(|((name, _), (b, a))| (name.clone(), (a - b) as f64 / ticks / seconds))
         .collect();
     Ok(LoadResult {
         name: args.name,
@@ -425,7 +492,9 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<LoadResult> {
         p99_us: histogram.value_at_quantile(0.99),
         p999_us: histogram.value_at_quantile(0.999),
         max_us: histogram.max(),
+        failures,
         cpu_us_per_request,
+        cpu_cores,
     })
 }
 

@@ -12,6 +12,24 @@ pub(crate) struct ReportArgs {
     /// Throughput ratios to print, as A/B by scenario name (e.g. isnad/nginx).
     #[arg(long = "ratio")]
     ratios: Vec<String>,
+    /// Latency ratios (p50, p99, p99.9) to print, as A/B by scenario name.
+    #[arg(long = "latency-ratio")]
+    latency_ratios: Vec<String>,
+}
+
+/// Reads one latency quantile of a run, in microseconds.
+type Quantile = fn(&LoadResult) -> u64;
+
+/// The median, lowest and highest of per-round values, and the values.
+fn summary(mut per_round: Vec<f64>) -> String {
+    let low = per_round.iter().copied().fold(f64::INFINITY, f64::min);
+    let high = per_round.iter().copied().fold(0.0, f64::max);
+    let rounds: Vec<String> = per_round.iter().map(|r| format!("{r:.2}")).collect();
+    format!(
+        "**{:.2}x** median over rounds (range {low:.2} to {high:.2}; rounds {})",
+        median(&mut per_round),
+        rounds.join(", ")
+    )
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -52,8 +70,10 @@ pub(crate) fn run(args: ReportArgs) -> anyhow::Result<()> {
         );
         println!();
     }
-    println!("| scenario | requests/s | errors | p50 ms | p99 ms | p99.9 ms | CPU us/request |");
-    println!("|---|---:|---:|---:|---:|---:|---|");
+    println!(
+        "| scenario | requests/s | errors | p50 ms | p99 ms | p99.9 ms | CPU us/request | errors by reason |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---|---|");
     for name in &names {
         let all: Vec<&LoadResult> = runs(&results, name).collect();
         let requests: u64 = all.iter().map(|r| r.requests).sum();
@@ -69,15 +89,39 @@ pub(crate) fn run(args: ReportArgs) -> anyhow::Result<()> {
                 .filter_map(|r| r.cpu_us_per_request.iter().find(|(p, _)| p == process))
                 .map(|(_, us)| *us)
                 .collect();
-            cpu.push(format!("{process} {:.0}", median(&mut values)));
+            let mut cores: Vec<f64> = all
+                .iter()
+                .filter_map(|r| r.cpu_cores.iter().find(|(p, _)| p == process))
+                .map(|(_, cores)| *cores)
+                .collect();
+            if cores.is_empty() {
+                cpu.push(format!("{process} {:.0}", median(&mut values)));
+            } else {
+                cpu.push(format!(
+                    "{process} {:.0} ({:.2} cores)",
+                    median(&mut values),
+                    median(&mut cores)
+                ));
+            }
         }
+        let mut failures: std::collections::BTreeMap<&str, u64> = Default::default();
+        for run in &all {
+            for (why, count) in &run.failures {
+                *failures.entry(why).or_default() += count;
+            }
+        }
+        let failures: Vec<String> = failures
+            .iter()
+            .map(|(why, count)| format!("{why} {count}"))
+            .collect();
         println!(
-            "| {name} | {:.0} | {errors} | {:.2} | {:.2} | {:.2} | {} |",
+            "| {name} | {:.0} | {errors} | {:.2} | {:.2} | {:.2} | {} | {} |",
             requests as f64 / seconds,
             quantile(|r| r.p50_us),
             quantile(|r| r.p99_us),
             quantile(|r| r.p999_us),
-            cpu.join(", ")
+            cpu.join(", "),
+            failures.join(", ")
         );
     }
     println!();
@@ -87,19 +131,30 @@ pub(crate) fn run(args: ReportArgs) -> anyhow::Result<()> {
         let (a, b) = ratio
             .split_once('/')
             .ok_or_else(|| anyhow::anyhow!("--ratio A/B, got {ratio}"))?;
-        let mut per_round: Vec<f64> = runs(&results, a)
+        let per_round: Vec<f64> = runs(&results, a)
             .zip(runs(&results, b))
             .map(|(ra, rb)| ra.throughput / rb.throughput)
             .collect();
         anyhow::ensure!(!per_round.is_empty(), "no runs of {a} and {b}");
-        let low = per_round.iter().copied().fold(f64::INFINITY, f64::min);
-        let high = per_round.iter().copied().fold(0.0, f64::max);
-        let rounds: Vec<String> = per_round.iter().map(|r| format!("{r:.2}")).collect();
-        println!(
-            "- throughput {a}/{b}: **{:.2}x** median over rounds (range {low:.2} to {high:.2}; rounds {})",
-            median(&mut per_round),
-            rounds.join(", ")
-        );
+        println!("- throughput {a}/{b}: {}", summary(per_round));
+    }
+    for ratio in &args.latency_ratios {
+        let (a, b) = ratio
+            .split_once('/')
+            .ok_or_else(|| anyhow::anyhow!("--latency-ratio A/B, got {ratio}"))?;
+        let quantiles: [(&str, Quantile); 3] = [
+            ("p50", |r| r.p50_us),
+            ("p99", |r| r.p99_us),
+            ("p99.9", |r| r.p999_us),
+        ];
+        for (label, quantile) in quantiles {
+            let per_round: Vec<f64> = runs(&results, a)
+                .zip(runs(&results, b))
+                .map(|(ra, rb)| quantile(ra) as f64 / quantile(rb).max(1) as f64)
+                .collect();
+            anyhow::ensure!(!per_round.is_empty(), "no runs of {a} and {b}");
+            println!("- {label} latency {a}/{b}: {}", summary(per_round));
+        }
     }
     Ok(())
 }

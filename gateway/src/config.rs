@@ -61,6 +61,25 @@ pub struct GatewayConfig {
     /// Limits on what callers may ask.
     #[serde(default)]
     pub limits: Limits,
+    /// Per-agency limits that replace `limits.agency_*` for the agencies named (agency ids of
+    /// the catalogue; an unknown name is a configuration error).
+    #[serde(default)]
+    pub agency_limits: BTreeMap<String, AgencyLimits>,
+}
+
+/// One agency's limits; what is left out comes from `limits.agency_*`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AgencyLimits {
+    /// Its requests in the pipeline at once on this node (0: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_flight: Option<u32>,
+    /// Its sustained requests per second, agency-wide (0: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<u32>,
+    /// Its requests admitted at once after a quiet spell (0: one second's worth of `rate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
 }
 
 /// The node's audit log.
@@ -194,6 +213,30 @@ pub struct Limits {
     /// How long an open circuit stays open before one trial request may go through, in
     /// milliseconds.
     pub circuit_open_ms: u64,
+    /// Requests of one consumer agency in the pipeline at once on this node; beyond it a
+    /// request is refused at once (`agency_busy`), never queued. 0: no limit.
+    pub agency_in_flight: u32,
+    /// Requests per second one consumer agency may send, sustained; agency-wide when
+    /// `shared_state` is Redis. Beyond it a request is refused (`agency_rate_limited`). 0: no
+    /// limit.
+    pub agency_rate: u32,
+    /// Requests of one agency admitted at once after a quiet spell. 0: one second's worth of
+    /// `agency_rate`.
+    pub agency_burst: u32,
+    /// Client connections open at once (handshaking or established); beyond it a new
+    /// connection is closed at once. 0: no limit.
+    pub max_connections: usize,
+    /// TLS handshakes in progress at once; further connections wait to be accepted.
+    pub max_handshakes: usize,
+    /// TLS handshakes in progress at once from one IP address (an IPv6 /64); beyond it a new
+    /// connection from there is closed at once. 0: no limit.
+    pub max_handshakes_per_ip: usize,
+    /// Largest HTTP/2 header list of a request (names, values and 32 bytes each, as HTTP/2
+    /// counts them); a larger one is refused (`headers_too_large`).
+    pub max_header_list_bytes: u32,
+    /// A client connection with no request in progress for this long is closed, in
+    /// milliseconds. 0: never.
+    pub idle_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -209,6 +252,14 @@ impl Default for Limits {
             max_provider_reply_bytes: 4 * 1024 * 1024,
             circuit_failures: 5,
             circuit_open_ms: 5_000,
+            agency_in_flight: 256,
+            agency_rate: 0,
+            agency_burst: 0,
+            max_connections: 4096,
+            max_handshakes: 512,
+            max_handshakes_per_ip: 64,
+            max_header_list_bytes: 16 * 1024,
+            idle_timeout_ms: 300_000,
         }
     }
 }
@@ -223,7 +274,28 @@ impl Limits {
     pub fn max_deadline(&self) -> Duration {
         Duration::from_millis(self.max_deadline_ms)
     }
+
+    /// Values that cannot work, named.
+    fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.agency_rate <= MAX_AGENCY_RATE,
+            "limits.agency_rate: at most {MAX_AGENCY_RATE} requests per second"
+        );
+        anyhow::ensure!(self.max_handshakes > 0, "limits.max_handshakes: at least 1");
+        anyhow::ensure!(
+            self.max_header_list_bytes >= MIN_HEADER_LIST_BYTES,
+            "limits.max_header_list_bytes: at least {MIN_HEADER_LIST_BYTES} (a gRPC request's \
+             own headers take a few hundred bytes)"
+        );
+        Ok(())
+    }
 }
+
+/// The highest agency rate: the rate's clock counts microseconds.
+pub const MAX_AGENCY_RATE: u32 = 1_000_000;
+
+/// The smallest header list limit accepted.
+const MIN_HEADER_LIST_BYTES: u32 = 1024;
 
 fn default_policy_poll_ms() -> u64 {
     1000
@@ -258,6 +330,17 @@ impl GatewayConfig {
         }
         if let Some(consent) = &mut config.consent {
             consent.jwks = base.join(&consent.jwks);
+        }
+        config
+            .limits
+            .check()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        for (agency, limits) in &config.agency_limits {
+            anyhow::ensure!(
+                limits.rate.unwrap_or(0) <= MAX_AGENCY_RATE,
+                "{}: agency_limits.{agency}.rate: at most {MAX_AGENCY_RATE} requests per second",
+                path.display()
+            );
         }
         Ok(config)
     }

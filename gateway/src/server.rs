@@ -23,7 +23,7 @@ use crate::audit_service::AuditService;
 use crate::audit_trail::AuditTrail;
 use crate::config::GatewayConfig;
 use crate::consent_keys::ConsentKeys;
-use crate::pipeline::{HashKey, Pipeline};
+use crate::pipeline::{AgencyLimits, HashKey, Pipeline};
 use crate::policy_store::{Capabilities, PolicyStore, UpstreamSettings};
 use crate::provenance::ProvenanceSigner;
 use crate::secrets::{PseudonymKey, read_hex_key};
@@ -56,6 +56,10 @@ impl Exchange for ExchangeService {
             .await
         {
             Ok(response) => Ok(Response::new(response)),
+            // A flood's refusals are logged by the agency limits, once a second with a count.
+            Err(denial) if matches!(denial.reason, "agency_busy" | "agency_rate_limited") => {
+                Err(denial.into())
+            }
             Err(denial) => {
                 // No subject, no values: only what was asked of whom, and why it was refused.
                 tracing::info!(
@@ -228,6 +232,7 @@ pub struct Gateway {
     pipeline: Arc<Pipeline>,
     accept: AcceptLimits,
     max_concurrent_streams: u32,
+    max_header_list_bytes: u32,
     policy_poll: Option<Duration>,
 }
 
@@ -275,6 +280,17 @@ impl Gateway {
             "policy loaded"
         );
         let federation = current.policy.catalogue().federation.clone();
+        for agency in config.agency_limits.keys() {
+            anyhow::ensure!(
+                current
+                    .policy
+                    .catalogue()
+                    .agencies
+                    .contains_key(agency.as_str()),
+                "agency_limits: {agency:?} is not an agency of the catalogue in {}",
+                config.policy.display()
+            );
+        }
         let consent = config
             .consent
             .as_ref()
@@ -297,6 +313,11 @@ impl Gateway {
             .unwrap_or_else(|| format!("{federation}/audit/{}", config.node));
         let provenance = ProvenanceSigner::load(&config.node, &config.provenance_key)?;
         let audit = AuditTrail::open(&config.audit, &origin, provenance)?;
+        let agencies = AgencyLimits::new(
+            config.limits,
+            config.agency_limits.clone(),
+            matches!(state, SharedState::Redis(_)),
+        );
         Ok(Gateway {
             pipeline: Arc::new(Pipeline {
                 store: Arc::new(store),
@@ -309,13 +330,19 @@ impl Gateway {
                 node: config.node.clone(),
                 audit,
                 tls,
+                agencies,
             }),
             accept: AcceptLimits {
                 handshake_timeout: Duration::from_millis(config.limits.handshake_timeout_ms),
+                max_pending_handshakes: config.limits.max_handshakes,
+                max_handshakes_per_ip: config.limits.max_handshakes_per_ip,
+                max_connections: config.limits.max_connections,
+                idle_timeout: (config.limits.idle_timeout_ms > 0)
+                    .then(|| Duration::from_millis(config.limits.idle_timeout_ms)),
                 coalesce_writes: true,
-                ..AcceptLimits::default()
             },
             max_concurrent_streams: config.limits.max_concurrent_streams,
+            max_header_list_bytes: config.limits.max_header_list_bytes,
             policy_poll: (config.policy_poll_ms > 0)
                 .then(|| Duration::from_millis(config.policy_poll_ms)),
         })
@@ -366,6 +393,15 @@ impl Gateway {
         let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<()>();
         let served = tonic::transport::Server::builder()
             .layer(tower::util::MapResponseLayer::new(precise_codec_errors))
+            // Requests in progress keep their connection from being closed as idle.
+            .layer(isnad_tls::idle::TrackRequestsLayer)
+            .layer(HeaderLimitLayer {
+                max: self.max_header_list_bytes,
+            })
+            // HTTP/2 itself refuses only header lists far over the limit (an HTTP 431, or the
+            // connection for the grossest); up to 4x it they are read, so that the layer above
+            // can refuse them with a reason code.
+            .http2_max_header_list_size(self.max_header_list_bytes.saturating_mul(4))
             .max_concurrent_streams(self.max_concurrent_streams)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
@@ -452,6 +488,123 @@ fn precise_codec_errors(
     };
     tracing::info!(reason, "request refused by the codec");
     errors::status(Code::InvalidArgument, reason, text).into_http()
+}
+
+/// Refuses requests whose HTTP/2 header list is over `limits.max_header_list_bytes`, as
+/// HTTP/2 counts it (each field's name and value and 32 bytes, the pseudo-headers included), with
+/// INVALID_ARGUMENT `headers_too_large`. Like the codec's refusals, such requests are refused
+/// before anything of them is read, so they are not audited.
+#[derive(Debug, Clone, Copy)]
+struct HeaderLimitLayer {
+    max: u32,
+}
+
+impl<S> tower::Layer<S> for HeaderLimitLayer {
+    type Service = HeaderLimit<S>;
+
+    fn layer(&self, inner: S) -> HeaderLimit<S> {
+        HeaderLimit {
+            inner,
+            max: self.max as usize,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct HeaderLimit<S> {
+    inner: S,
+    max: usize,
+}
+
+/// The refusal [`HeaderLimit`] answers with, as a service of its own so that both answers are
+/// one future type (`tower::util::Either`) without a box.
+#[derive(Debug)]
+struct Refuse<E>(
+    Option<http::Response<tonic::body::Body>>,
+    std::marker::PhantomData<fn() -> E>,
+);
+
+impl<B, E> tower::Service<http::Request<B>> for Refuse<E> {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = E;
+    type Future = std::future::Ready<Result<Self::Response, E>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), E>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: http::Request<B>) -> Self::Future {
+        std::future::ready(Ok(self.0.take().unwrap_or_default()))
+    }
+}
+
+/// The size of a request's header list as HTTP/2 counts it (RFC 9113, 6.5.2).
+fn header_list_size<B>(request: &http::Request<B>) -> usize {
+    const PER_FIELD: usize = 32;
+    let uri = request.uri();
+    let pseudo = [
+        (":method", request.method().as_str().len()),
+        (":scheme", uri.scheme_str().map_or(0, str::len)),
+        (
+            ":authority",
+            uri.authority().map_or(0, |a| a.as_str().len()),
+        ),
+        (
+            ":path",
+            uri.path_and_query().map_or(0, |p| p.as_str().len()),
+        ),
+    ]
+    .iter()
+    .map(|(name, value)| name.len() + value + PER_FIELD)
+    .sum::<usize>();
+    pseudo
+        + request
+            .headers()
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + PER_FIELD)
+            .sum::<usize>()
+}
+
+impl<S, B> tower::Service<http::Request<B>> for HeaderLimit<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = tower::util::future::EitherResponseFuture<
+        std::future::Ready<Result<S::Response, S::Error>>,
+        S::Future,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let size = header_list_size(&request);
+        if size > self.max {
+            // Only the size: header values are the caller's and may carry anything.
+            tracing::info!(size, limit = self.max, "request refused: headers_too_large");
+            let refusal = errors::status(
+                Code::InvalidArgument,
+                "headers_too_large",
+                format!(
+                    "admit: the request's headers take {size} bytes; the limit is {}",
+                    self.max
+                ),
+            )
+            .into_http();
+            return tower::util::Either::<Refuse<S::Error>, &mut S>::Left(Refuse(
+                Some(refusal),
+                std::marker::PhantomData,
+            ))
+            .call(request);
+        }
+        tower::util::Either::<Refuse<S::Error>, &mut S>::Right(&mut self.inner).call(request)
+    }
 }
 
 /// Starts the reload triggers: polling the policy store, the consent keys and the TLS files

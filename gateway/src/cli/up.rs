@@ -212,6 +212,7 @@ pub(crate) async fn start(
             .map(|(agency, addr)| (agency.clone(), format!("https://{addr}")))
             .collect(),
         limits: Limits::default(),
+        agency_limits: Default::default(),
     };
     let path = dir.join("gateway.yaml");
     write_yaml(

@@ -1,4 +1,7 @@
-//! Step 2: the request is well-formed, within limits, and has a deadline.
+//! Step 2: the agency is within its limits ([`agency`]: requests in flight, rate), the request
+//! is well-formed and within limits, and it has a deadline.
+
+pub(crate) mod agency;
 
 use std::collections::HashSet;
 use std::time::Duration;

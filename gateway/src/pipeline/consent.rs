@@ -14,15 +14,17 @@
 //! frequency limit must have room. Only a request that uses a consent or a limit calls the
 //! state, so requests under statute rules keep working while the state is unreachable, and the
 //! others fail closed (UNAVAILABLE, `state_unavailable`). A use or a count is recorded when the
-//! gateway commits to fetching, even if the provider then fails.
+//! gateway commits to fetching, even if the provider then fails. When the state is shared, the
+//! consumer agency's rate (step 2's agency-wide check) rides along in the same admission, so a
+//! request that goes to the state pays one round trip for both.
 
 use std::time::{Duration, SystemTime};
 
 use isnad_consent::{ConsentError, Verifier};
 use isnad_policy::{FieldDecision, Rule, Transform};
 use isnad_state::{
-    Admission, ConsentState, ConsentUse, RateLimit, Refusal, RequestGuard, SharedState, StateError,
-    Verdict as StateVerdict,
+    Admission, AgencyRate, ConsentState, ConsentUse, RateLimit, Refusal, RequestGuard, SharedState,
+    StateError, Verdict as StateVerdict,
 };
 use tonic::Code;
 
@@ -55,6 +57,8 @@ pub(crate) struct Checked<'p> {
     pub(crate) verdicts: Vec<Verdict<'p>>,
     /// The consent id (`jti`) of the token that released a field, if one did.
     pub(crate) consent_id: Option<String>,
+    /// The agency's rate was checked in the shared state with the admission.
+    pub(crate) agency_rate_checked: bool,
 }
 
 /// What the step needs from the gateway.
@@ -68,6 +72,9 @@ pub(crate) struct Context<'a> {
     pub(crate) subject: &'a SubjectPseudonym,
     /// How long a request id is remembered.
     pub(crate) replay_window: Duration,
+    /// The consumer agency's rate, when it is checked in the shared state: a request that goes
+    /// to the state anyway has it checked in the same round trip (step 2's, done here).
+    pub(crate) agency_rate: Option<AgencyRate<'a>>,
 }
 
 pub(crate) async fn check<'p>(
@@ -146,6 +153,7 @@ pub(crate) async fn check<'p>(
         return Ok(Checked {
             verdicts,
             consent_id: None,
+            agency_rate_checked: false,
         });
     }
     let pseudonym = if limited.is_empty() {
@@ -180,12 +188,17 @@ pub(crate) async fn check<'p>(
             max_uses: consent.max_uses,
         }),
         rates: &rates,
+        agency: context.agency_rate,
     };
     match context.state.admit(&admission).await {
         Ok(StateVerdict::Admitted { .. }) => Ok(Checked {
             verdicts,
             consent_id: consent.map(|consent| consent.id),
+            agency_rate_checked: context.agency_rate.is_some(),
         }),
+        Ok(StateVerdict::Refused(Refusal::AgencyRateLimited { retry_after })) => Err(
+            super::admit::agency::rate_denial(context.agency_rate.as_ref(), retry_after),
+        ),
         Ok(StateVerdict::Refused(refusal)) => Err(refusal_denial(refusal)),
         Err(error) => Err(state_denial(&error)),
     }
@@ -224,6 +237,9 @@ fn refusal_denial(refusal: Refusal) -> Denial {
                 retry_after.as_secs().max(1)
             ),
         ),
+        Refusal::AgencyRateLimited { retry_after } => {
+            return super::admit::agency::rate_denial(None, retry_after);
+        }
     };
     Denial::new(Step::Consent, code, refusal.code(), message)
 }

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! 1 authenticate  peer certificate -> SPIFFE ID -> consumer agency           authenticate.rs
-//! 2 admit         size, shape and deadline of the request                    admit.rs
+//! 2 admit         the agency's requests in flight and rate; size, shape and   admit.rs,
+//!                 deadline of the request                                    admit/agency.rs
 //! 3 authorize     per-field decisions from the policy set                    authorize.rs
 //! 4 consent       consent token, revocation, use and frequency limits        consent.rs
 //! 5 minimize      ask the provider only for fields a decision releases       minimize.rs
@@ -40,6 +41,7 @@ use isnad_policy::FieldDecision;
 use isnad_proto::v1::{AttributesRequest, AttributesResponse, FetchRequest, Provenance};
 use isnad_tls::{LiveTls, PeerInfo};
 
+pub(crate) use admit::agency::AgencyLimits;
 pub use admit::{Admitted, decode_and_admit};
 pub use authenticate::Principal;
 pub use denial::{Denial, Step};
@@ -76,6 +78,8 @@ pub struct Pipeline {
     pub audit: AuditTrail,
     /// The node's TLS material in force, with the revocation lists.
     pub tls: Arc<LiveTls>,
+    /// Each consumer agency's requests in flight and rate.
+    pub(crate) agencies: AgencyLimits,
 }
 
 impl Pipeline {
@@ -88,8 +92,17 @@ impl Pipeline {
     ) -> Result<AttributesResponse, Denial> {
         let current = self.store.current();
         let mut facts = audit::Facts::new(&self.node, &current.policy, &request, &self.pseudonyms);
+        // The agency's place in the pipeline (step 2), held until the request is answered.
+        let mut place = None;
         let answer = self
-            .decide_and_fetch(&current, &mut facts, peer, grpc_timeout, request)
+            .decide_and_fetch(
+                &current,
+                &mut facts,
+                &mut place,
+                peer,
+                grpc_timeout,
+                request,
+            )
             .await;
         // 8 audit: the record is durable before the caller hears anything.
         let at = SystemTime::now();
@@ -115,6 +128,7 @@ impl Pipeline {
         &self,
         current: &crate::policy_store::Current,
         facts: &mut audit::Facts,
+        place: &mut Option<admit::agency::Place>,
         peer: Option<&PeerInfo>,
         grpc_timeout: Option<&str>,
         request: AttributesRequest,
@@ -124,7 +138,9 @@ impl Pipeline {
         facts.caller(peer);
         let principal = authenticate::principal(peer, &self.tls, policy.catalogue())?;
         facts.consumer = principal.agency.as_str().to_owned();
-        // 2 admit: is the request well-formed and within limits; by when must it finish.
+        // 2 admit: a place among the agency's requests in flight, within its rate on this node;
+        // is the request well-formed and within limits; by when must it finish.
+        let place = &*place.insert(self.agencies.enter(principal.agency.as_str())?);
         let admitted = admit::admit(&self.limits, grpc_timeout, request)?;
         facts.admitted(&admitted, policy);
         // 3 authorize: what the policy decides for each field, today.
@@ -142,6 +158,7 @@ impl Pipeline {
                 state: &self.state,
                 subject: facts.subject(),
                 replay_window: self.replay_window,
+                agency_rate: place.shared_rate(&self.agencies),
             },
             &principal,
             &admitted,
@@ -151,6 +168,13 @@ impl Pipeline {
         .await?;
         facts.consent_id = checked.consent_id;
         let verdicts = checked.verdicts;
+        // 2 admit, agency-wide: the agency's rate in the shared state (when the state is shared),
+        // unless step 4's admission just checked it in the same round trip.
+        if checked.agency_rate_checked {
+            self.agencies.shared_answered();
+        } else {
+            self.agencies.check_shared(&self.state, place).await?;
+        }
         // 5 minimize: only fields some verdict releases leave the gateway.
         let fields = &admitted.request.fields;
         let wanted = minimize::fields_to_fetch(fields, &verdicts);

@@ -5,7 +5,9 @@
 //!   its `exp` anyway);
 //! - use counters for consents with `max_uses`;
 //! - frequency limits from policy, counted per (consumer, subject, dataset) in fixed windows;
-//! - a replay guard: a consumer's request id is admitted once within its time to live.
+//! - a replay guard: a consumer's request id is admitted once within its time to live;
+//! - each consumer agency's request rate (a sustained rate and a burst), so that every node
+//!   enforces one agency-wide rate.
 //!
 //! One trait, [`ConsentState`], with an in-process back-end ([`MemoryState`], the default for a
 //! single node) and a Redis back-end ([`RedisState`], for several nodes behind one service).
@@ -42,6 +44,9 @@ pub struct Admission<'a> {
     /// The frequency limits that apply to the request (one per rule that has one), at most
     /// [`MAX_RATES`].
     pub rates: &'a [RateLimit<'a>],
+    /// The consumer agency's request rate, checked first: a request that goes to the state
+    /// anyway pays for its agency's rate in the same round trip.
+    pub agency: Option<AgencyRate<'a>>,
 }
 
 /// The most frequency limits one admission may carry.
@@ -88,6 +93,48 @@ pub struct RateLimit<'a> {
     pub window: Duration,
 }
 
+/// A consumer agency's request rate: `per_second` sustained, and up to `burst` at once after a
+/// quiet spell. It is a GCRA (generic cell rate algorithm, a token bucket kept as one number,
+/// the "theoretical arrival time" of the next request): each request moves that time one
+/// interval (1/`per_second`) on from the later of itself and now, and is refused if that puts it
+/// more than `burst` intervals ahead of now. One number per agency, updated in one step.
+#[derive(Debug, Clone, Copy)]
+pub struct AgencyRate<'a> {
+    /// The consumer agency.
+    pub agency: &'a str,
+    /// Requests per second, sustained (at least 1; at most 1,000,000: time is kept in
+    /// microseconds).
+    pub per_second: u32,
+    /// Requests admitted at once after a quiet spell (at least 1).
+    pub burst: u32,
+}
+
+impl AgencyRate<'_> {
+    /// The time one request takes from the allowance, in microseconds.
+    pub fn interval_us(&self) -> u64 {
+        (1_000_000 / u64::from(self.per_second.max(1))).max(1)
+    }
+
+    /// How far ahead of now the theoretical arrival time may run, in microseconds.
+    pub fn tolerance_us(&self) -> u64 {
+        self.interval_us() * u64::from(self.burst.max(1))
+    }
+
+    /// One GCRA step: given the agency's theoretical arrival time `tat_us` and the time `now_us`
+    /// (both in microseconds on one clock), the new arrival time if a request is admitted now,
+    /// or how long until one would be. Every back-end (and the gateway's own in-process limiter)
+    /// decides with this arithmetic; the Redis back-end runs the same in its script.
+    pub fn step(&self, tat_us: u64, now_us: u64) -> Result<u64, Duration> {
+        let next = tat_us.max(now_us) + self.interval_us();
+        let ahead = next - now_us;
+        if ahead > self.tolerance_us() {
+            Err(Duration::from_micros(ahead - self.tolerance_us()))
+        } else {
+            Ok(next)
+        }
+    }
+}
+
 /// The answer to an [`Admission`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -114,6 +161,12 @@ pub enum Refusal {
         /// Until the next window.
         retry_after: Duration,
     },
+    /// The consumer agency's request rate is used up; a request would be admitted after
+    /// `retry_after`.
+    AgencyRateLimited {
+        /// Until the agency's next request fits.
+        retry_after: Duration,
+    },
 }
 
 impl Refusal {
@@ -124,6 +177,7 @@ impl Refusal {
             Refusal::Revoked => "consent_revoked",
             Refusal::UsesExhausted => "consent_uses_exhausted",
             Refusal::RateLimited { .. } => "rate_limited",
+            Refusal::AgencyRateLimited { .. } => "agency_rate_limited",
         }
     }
 }
@@ -162,12 +216,30 @@ impl StateError {
 
 /// Shared consent state. Implementations are cheap to share between tasks.
 pub trait ConsentState: Send + Sync {
-    /// Checks the request against the replay guard, revocations, use counts and the frequency
-    /// limits, in that order, and records it only if every check passes: one atomic step.
+    /// Checks the request against its agency's rate, the replay guard, revocations, use counts
+    /// and the frequency limits, in that order, and records it only if every check passes: one
+    /// atomic step.
     fn admit(
         &self,
         admission: &Admission<'_>,
     ) -> impl Future<Output = Result<Verdict, StateError>> + Send;
+
+    /// Checks one request against its agency's rate alone, and counts it if it fits: the
+    /// admission of a request that needs nothing else of the state (one round trip).
+    fn throttle(
+        &self,
+        rate: &AgencyRate<'_>,
+        now: SystemTime,
+    ) -> impl Future<Output = Result<Verdict, StateError>> + Send {
+        let admission = Admission {
+            now,
+            request: None,
+            consent: None,
+            rates: &[],
+            agency: Some(*rate),
+        };
+        async move { self.admit(&admission).await }
+    }
 
     /// Revokes a consent until `expires_at`. Revoking twice is the same as once.
     fn revoke(
@@ -220,6 +292,16 @@ pub(crate) fn validate(admission: &Admission<'_>) -> Result<(), StateError> {
         .any(|rate| rate.window < Duration::from_secs(1))
     {
         return Err(StateError::Invalid("a frequency window under one second"));
+    }
+    if let Some(agency) = admission.agency {
+        if agency.agency.is_empty() {
+            return Err(StateError::Invalid("an agency rate without an agency"));
+        }
+        if agency.per_second == 0 || agency.per_second > 1_000_000 || agency.burst == 0 {
+            return Err(StateError::Invalid(
+                "an agency rate outside 1 to 1,000,000 per second, or a burst of 0",
+            ));
+        }
     }
     Ok(())
 }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use crate::{Admission, ConsentState, Refusal, StateError, Verdict, key, validate, window_of};
 
@@ -30,13 +30,20 @@ struct Inner {
     uses: HashMap<String, (u64, SystemTime)>,
     /// (rule, consumer, subject, dataset, window length) -> (window index, count, kept until).
     windows: HashMap<String, (u64, u32, SystemTime)>,
+    /// agency -> (theoretical arrival time of its next request in microseconds since the Unix
+    /// epoch, kept until: once now is past it, the agency is back to its full burst).
+    agencies: HashMap<String, (u64, SystemTime)>,
     /// The number of entries after the last sweep.
     after_sweep: usize,
 }
 
 impl Inner {
     fn len(&self) -> usize {
-        self.requests.len() + self.revoked.len() + self.uses.len() + self.windows.len()
+        self.requests.len()
+            + self.revoked.len()
+            + self.uses.len()
+            + self.windows.len()
+            + self.agencies.len()
     }
 
     /// Drops every expired entry.
@@ -45,6 +52,7 @@ impl Inner {
         self.revoked.retain(|_, until| *until > now);
         self.uses.retain(|_, (_, until)| *until > now);
         self.windows.retain(|_, (_, _, until)| *until > now);
+        self.agencies.retain(|_, (_, until)| *until > now);
         self.after_sweep = self.len();
     }
 
@@ -99,6 +107,19 @@ impl MemoryState {
         inner.maybe_sweep(now);
 
         // Check everything first.
+        let agency = match admission.agency {
+            None => None,
+            Some(rate) => {
+                let now_us = unix_us(now);
+                let tat = inner.agencies.get(rate.agency).map_or(0, |(tat, _)| *tat);
+                match rate.step(tat, now_us) {
+                    Ok(next) => Some((rate.agency, next, now_us)),
+                    Err(retry_after) => {
+                        return Ok(Verdict::Refused(Refusal::AgencyRateLimited { retry_after }));
+                    }
+                }
+            }
+        };
         let request_key = admission
             .request
             .map(|guard| key(&[guard.consumer, guard.request_id]));
@@ -153,9 +174,17 @@ impl MemoryState {
         }
 
         // Then record it all.
-        let adding =
-            usize::from(request_key.is_some()) + usize::from(uses.is_some()) + windows.len();
+        let adding = usize::from(request_key.is_some())
+            + usize::from(uses.is_some())
+            + windows.len()
+            + agency.map_or(0, |(name, _, _)| {
+                usize::from(!inner.agencies.contains_key(name))
+            });
         inner.reserve(adding, self.capacity, now)?;
+        if let Some((name, next, now_us)) = agency {
+            let until = now + Duration::from_micros(next - now_us);
+            inner.agencies.insert(name.to_owned(), (next, until));
+        }
         if let (Some(request_key), Some(guard)) = (request_key, admission.request) {
             inner.requests.insert(request_key, now + guard.ttl);
         }
@@ -195,6 +224,14 @@ impl MemoryState {
         *until = (*until).max(expires_at);
         Ok(())
     }
+}
+
+/// Microseconds since the Unix epoch (0 before it).
+fn unix_us(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_micros()).unwrap_or(u64::MAX)
+        })
 }
 
 impl Default for MemoryState {

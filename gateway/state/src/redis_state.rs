@@ -10,6 +10,7 @@
 //! | `PREFIX:revoked:<consent id>` | `1` | at the consent's expiry |
 //! | `PREFIX:uses:<consent id>` | uses so far | at the consent's expiry |
 //! | `PREFIX:rate:<rule><consumer><subject pseudonym><dataset><window s><window index>` | count | at the window's end |
+//! | `PREFIX:agency:<agency>` | the agency's next theoretical arrival time (Redis clock, us) | when the agency is back to its full burst |
 //!
 //! [`ConsentState::admit`] is one Lua script: one round trip, atomic, every check before any
 //! write. Every call is bounded by a timeout; any failure is [`StateError::Unavailable`], and
@@ -23,12 +24,30 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use crate::{Admission, ConsentState, Refusal, StateError, Verdict, key, validate, window_of};
 
 /// Checks in order, then records: returns {0, uses or -1} when admitted, {1} replayed,
-/// {2} revoked, {3} uses exhausted, {4, i} rate limited by the i-th limit (1-based).
+/// {2} revoked, {3} uses exhausted, {4, i} rate limited by the i-th limit (1-based), {5, us}
+/// the agency's rate is used up for another `us` microseconds.
 ///
-/// KEYS: request, revoked, uses, then one rate window per limit.
+/// KEYS: request, revoked, uses, agency, then one rate window per limit.
 /// ARGV: request? (0/1), request ttl ms, consent? (0/1), max uses (-1: none), consent expiry
-/// (Unix ms), then per limit: its count, its window's end (Unix ms).
+/// (Unix ms), agency? (0/1), the agency's interval (us), its burst, then per limit: its count,
+/// its window's end (Unix ms).
+///
+/// The agency's rate runs on Redis's clock (TIME), not the nodes': every node then moves one
+/// arrival time on one clock, and a node whose clock is wrong cannot push an agency's
+/// allowance into the future for the others. Times are microseconds, below 2^53, so exact in
+/// Lua's doubles; they are written with `%.0f`, since Lua would print them in exponent form.
 const ADMIT: &str = r"
+local tat = 0
+local now = 0
+if ARGV[6] == '1' then
+  local time = redis.call('TIME')
+  now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+  tat = tonumber(redis.call('GET', KEYS[4]) or '0')
+  if tat < now then tat = now end
+  tat = tat + tonumber(ARGV[7])
+  local tolerance = tonumber(ARGV[7]) * tonumber(ARGV[8])
+  if tat - now > tolerance then return {5, tat - now - tolerance} end
+end
 if ARGV[1] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then return {1} end
 local uses = -1
 if ARGV[3] == '1' then
@@ -39,18 +58,22 @@ if ARGV[3] == '1' then
     uses = used + 1
   end
 end
-for i = 4, #KEYS do
+for i = 5, #KEYS do
   local count = tonumber(redis.call('GET', KEYS[i]) or '0')
-  if count >= tonumber(ARGV[2 * i - 2]) then return {4, i - 3} end
+  if count >= tonumber(ARGV[2 * i - 1]) then return {4, i - 4} end
+end
+if ARGV[6] == '1' then
+  redis.call('SET', KEYS[4], string.format('%.0f', tat),
+    'PX', string.format('%.0f', math.ceil((tat - now) / 1000) + 1))
 end
 if ARGV[1] == '1' then redis.call('SET', KEYS[1], '1', 'PX', ARGV[2]) end
 if uses >= 0 then
   redis.call('INCR', KEYS[3])
   redis.call('PEXPIREAT', KEYS[3], ARGV[5])
 end
-for i = 4, #KEYS do
+for i = 5, #KEYS do
   redis.call('INCR', KEYS[i])
-  redis.call('PEXPIREAT', KEYS[i], ARGV[2 * i - 1])
+  redis.call('PEXPIREAT', KEYS[i], ARGV[2 * i])
 end
 return {0, uses}
 ";
@@ -162,6 +185,9 @@ impl ConsentState for RedisState {
             || unused.clone(),
             |guard| self.key("req", &[guard.consumer, guard.request_id]),
         );
+        let agency_key = admission
+            .agency
+            .map_or_else(|| unused.clone(), |rate| self.key("agency", &[rate.agency]));
         let (revoked_key, uses_key) = admission.consent.map_or_else(
             || (unused.clone(), unused.clone()),
             |consent| {
@@ -182,6 +208,7 @@ impl ConsentState for RedisState {
             .key(request_key)
             .key(revoked_key)
             .key(uses_key)
+            .key(agency_key)
             .arg(flag(admission.request.is_some()))
             .arg(
                 admission
@@ -199,7 +226,10 @@ impl ConsentState for RedisState {
                 admission
                     .consent
                     .map_or(0, |consent| unix_ms(consent.expires_at)),
-            );
+            )
+            .arg(flag(admission.agency.is_some()))
+            .arg(admission.agency.map_or(0, |rate| rate.interval_us()))
+            .arg(admission.agency.map_or(0, |rate| rate.burst));
         for (rate, (index, left)) in &windows {
             invocation
                 .key(self.key(
@@ -232,6 +262,9 @@ impl ConsentState for RedisState {
                     .ok()
                     .and_then(|which| windows.get(which.checked_sub(1)?))
                     .map_or(Duration::ZERO, |(_, (_, left))| *left),
+            })),
+            [5, retry_us] => Ok(Verdict::Refused(Refusal::AgencyRateLimited {
+                retry_after: Duration::from_micros(u64::try_from(*retry_us).unwrap_or(0)),
             })),
             other => Err(unavailable(format!("the admit script answered {other:?}"))),
         }

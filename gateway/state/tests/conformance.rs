@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime};
 
 use isnad_state::testing::RedisServer;
 use isnad_state::{
-    Admission, ConsentState, ConsentUse, MemoryState, RateLimit, RedisOptions, RedisState, Refusal,
-    RequestGuard, Verdict,
+    Admission, AgencyRate, ConsentState, ConsentUse, MemoryState, RateLimit, RedisOptions,
+    RedisState, Refusal, RequestGuard, Verdict,
 };
 
 /// The time a case runs at, and how it moves on.
@@ -65,6 +65,7 @@ fn at(now: SystemTime) -> Admission<'static> {
         request: None,
         consent: None,
         rates: &[],
+        agency: None,
     }
 }
 
@@ -363,6 +364,158 @@ async fn bad_requests_are_refused_with_a_reason(state: &impl ConsentState, clock
     );
 }
 
+fn agency(agency: &str, per_second: u32, burst: u32) -> AgencyRate<'_> {
+    AgencyRate {
+        agency,
+        per_second,
+        burst,
+    }
+}
+
+fn agency_limited(verdict: &Result<Verdict, isnad_state::StateError>) -> Option<Duration> {
+    match verdict {
+        Ok(Verdict::Refused(Refusal::AgencyRateLimited { retry_after })) => Some(*retry_after),
+        _ => None,
+    }
+}
+
+/// One request a second, three at once: the burst is admitted, the fourth is refused with the
+/// time until the next fits, and a second later exactly one more fits. (One a second, so that a
+/// slow machine between two calls does not give a token back mid-test.)
+async fn an_agency_rate_admits_its_burst_then_one_request_per_interval(
+    state: &impl ConsentState,
+    mut clock: impl Clock,
+) {
+    let rate = agency("housing-programme", 1, 3);
+    let now = clock.now();
+    for n in 1..=3 {
+        assert_eq!(
+            state.throttle(&rate, now).await,
+            Ok(ADMITTED),
+            "request {n}"
+        );
+    }
+    let refused = state.throttle(&rate, now).await;
+    let retry_after = agency_limited(&refused).unwrap_or_else(|| panic!("{refused:?}"));
+    assert!(
+        retry_after > Duration::ZERO && retry_after <= Duration::from_secs(1),
+        "{retry_after:?}"
+    );
+    let later = clock.advance(Duration::from_millis(1100)).await;
+    assert_eq!(state.throttle(&rate, later).await, Ok(ADMITTED));
+    assert!(agency_limited(&state.throttle(&rate, later).await).is_some());
+}
+
+async fn each_agency_has_its_own_rate(state: &impl ConsentState, clock: impl Clock) {
+    let now = clock.now();
+    let flooding = agency("housing-programme", 1, 2);
+    for _ in 0..2 {
+        assert_eq!(state.throttle(&flooding, now).await, Ok(ADMITTED));
+    }
+    assert!(agency_limited(&state.throttle(&flooding, now).await).is_some());
+    let other = agency("health-authority", 1, 2);
+    assert_eq!(state.throttle(&other, now).await, Ok(ADMITTED));
+    // Names that collide when joined are different agencies.
+    let (first, second) = (agency("a:b", 1, 1), agency("a", 1, 1));
+    assert_eq!(state.throttle(&first, now).await, Ok(ADMITTED));
+    assert_eq!(state.throttle(&second, now).await, Ok(ADMITTED));
+}
+
+/// The agency's rate folded into an admission: checked first, and, like every check, recorded
+/// only when everything passes. A request refused by its agency's rate records neither its id
+/// nor a use; a request refused for something else takes nothing from its agency's allowance.
+async fn an_agency_rate_in_an_admission_is_all_or_nothing(
+    state: &impl ConsentState,
+    clock: impl Clock,
+) {
+    let now = clock.now();
+    let rate = agency("housing-programme", 1, 2);
+    let first = Admission {
+        request: request("housing-programme", "a-1"),
+        consent: consent("consent-6", now, Some(5)),
+        agency: Some(rate),
+        ..at(now)
+    };
+    assert_eq!(
+        state.admit(&first).await,
+        Ok(Verdict::Admitted { uses: Some(1) })
+    );
+    // A replay is refused and leaves the agency its second request.
+    assert_eq!(
+        state.admit(&first).await,
+        Ok(Verdict::Refused(Refusal::Replayed))
+    );
+    let second = Admission {
+        request: request("housing-programme", "a-2"),
+        ..first
+    };
+    assert_eq!(
+        state.admit(&second).await,
+        Ok(Verdict::Admitted { uses: Some(2) })
+    );
+    // The allowance is used up: refused by the agency's rate, before anything else, and with
+    // nothing recorded.
+    let third = Admission {
+        request: request("housing-programme", "a-3"),
+        ..first
+    };
+    assert!(agency_limited(&state.admit(&third).await).is_some());
+    let without_rate = Admission {
+        agency: None,
+        ..third
+    };
+    assert_eq!(
+        state.admit(&without_rate).await,
+        Ok(Verdict::Admitted { uses: Some(3) }),
+        "the refused request's id and use were not recorded"
+    );
+}
+
+async fn concurrent_requests_never_exceed_an_agency_burst<S: ConsentState + 'static>(
+    state: std::sync::Arc<S>,
+    clock: impl Clock,
+) {
+    let now = clock.now();
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let state = state.clone();
+            tokio::spawn(async move {
+                state
+                    .throttle(&agency("housing-programme", 1, 10), now)
+                    .await
+            })
+        })
+        .collect();
+    let mut admitted = 0;
+    for task in tasks {
+        let verdict = task.await.expect("the task ran");
+        if verdict == Ok(ADMITTED) {
+            admitted += 1;
+        } else {
+            assert!(agency_limited(&verdict).is_some(), "{verdict:?}");
+        }
+    }
+    assert_eq!(admitted, 10);
+}
+
+async fn an_impossible_agency_rate_is_refused_with_a_reason(
+    state: &impl ConsentState,
+    clock: impl Clock,
+) {
+    let now = clock.now();
+    for bad in [
+        agency("housing-programme", 0, 1),
+        agency("housing-programme", 1, 0),
+        agency("", 1, 1),
+    ] {
+        assert_eq!(
+            state.throttle(&bad, now).await.map_err(|e| e.code()),
+            Err("state_invalid"),
+            "{bad:?}"
+        );
+    }
+}
+
 /// Runs every case against a fresh state from `$state` and a clock from `$clock`.
 macro_rules! conformance {
     ($backend:ident, $setup:expr, $clock:expr) => {
@@ -425,6 +578,43 @@ macro_rules! conformance {
             async fn bad_requests_are_refused_with_a_reason() {
                 let (_running, state) = $setup;
                 super::bad_requests_are_refused_with_a_reason(&state, $clock).await;
+            }
+
+            #[tokio::test]
+            async fn an_agency_rate_admits_its_burst_then_one_request_per_interval() {
+                let (_running, state) = $setup;
+                super::an_agency_rate_admits_its_burst_then_one_request_per_interval(
+                    &state, $clock,
+                )
+                .await;
+            }
+
+            #[tokio::test]
+            async fn each_agency_has_its_own_rate() {
+                let (_running, state) = $setup;
+                super::each_agency_has_its_own_rate(&state, $clock).await;
+            }
+
+            #[tokio::test]
+            async fn an_agency_rate_in_an_admission_is_all_or_nothing() {
+                let (_running, state) = $setup;
+                super::an_agency_rate_in_an_admission_is_all_or_nothing(&state, $clock).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn concurrent_requests_never_exceed_an_agency_burst() {
+                let (_running, state) = $setup;
+                super::concurrent_requests_never_exceed_an_agency_burst(
+                    std::sync::Arc::new(state),
+                    $clock,
+                )
+                .await;
+            }
+
+            #[tokio::test]
+            async fn an_impossible_agency_rate_is_refused_with_a_reason() {
+                let (_running, state) = $setup;
+                super::an_impossible_agency_rate_is_refused_with_a_reason(&state, $clock).await;
             }
         }
     };

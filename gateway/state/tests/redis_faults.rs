@@ -24,6 +24,7 @@ fn use_consent(now: SystemTime, request_id: &str) -> Admission<'_> {
             max_uses: Some(100),
         }),
         rates: &[],
+        agency: None,
     }
 }
 

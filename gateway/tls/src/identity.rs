@@ -141,6 +141,8 @@ pub struct PeerInfo {
     pub cert_sha256: Option<[u8; 32]>,
     /// The leaf certificate's issuer and serial number, by which revocation lists name it.
     pub certificate: Option<CertificateId>,
+    /// The connection's requests in progress, for its idle timeout ([`crate::idle`]).
+    pub activity: crate::idle::Activity,
 }
 
 /// A certificate as a revocation list names it: its issuer's name (DER) and its serial number.
@@ -185,6 +187,7 @@ impl PeerInfo {
             remote,
             cert_sha256,
             certificate: leaf.and_then(|leaf| CertificateId::of(leaf.as_ref())),
+            activity: crate::idle::Activity::default(),
         }
     }
 }

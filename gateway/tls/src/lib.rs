@@ -5,8 +5,10 @@
 //! - [`policy`]: the TLS policy (TLS 1.3 only, ring, cipher suites, key exchange groups, ALPN),
 //!   and the server and client configurations built from it.
 //! - [`identity`]: SPIFFE IDs and how they are read from a peer certificate.
-//! - [`server`]: the accept loop (bounded concurrent handshakes, handshake timeout) that hands
-//!   tonic connections tagged with the peer's identity.
+//! - [`server`]: the accept loop (bounded concurrent handshakes, per source address too, a
+//!   handshake timeout, a connection cap) that hands tonic connections tagged with the peer's
+//!   identity.
+//! - [`idle`]: closing connections with no request in progress.
 //! - [`client`]: a tonic channel over mutual TLS that checks the server's SPIFFE ID.
 //! - [`material`]: loading certificates, keys and revocation lists from PEM files.
 //! - [`live`]: material reloaded while serving (rotation, revocation lists).
@@ -15,6 +17,7 @@
 pub mod client;
 pub mod coalesce;
 pub mod identity;
+pub mod idle;
 pub mod live;
 pub mod material;
 pub mod policy;

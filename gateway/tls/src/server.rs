@@ -1,21 +1,28 @@
 //! The TLS accept loop.
 //!
-//! Handshakes run concurrently, each in its own task, bounded in number and in time, so a client
-//! that opens a connection and stalls the handshake cannot hold up anyone else. Completed
-//! connections are handed to tonic tagged with a [`PeerInfo`]; the identity is read once per
-//! connection, not per request. A connection whose peer certificate is revoked while it is open
-//! fails its next read or write after the revocation list is reloaded, so revocation reaches
-//! connections made before it.
+//! Handshakes run concurrently, each in its own task, bounded in number and in time, and in
+//! number per source address, so a host that opens connections and stalls their handshakes
+//! holds at most its own share of the handshake places and cannot hold up anyone else. The
+//! connections open at once are capped too: one beyond the cap is closed as soon as it is
+//! accepted. Completed connections are handed to tonic tagged with a [`PeerInfo`]; the identity
+//! is read once per connection, not per request. A connection whose peer certificate is revoked
+//! while it is open fails its next read or write after the revocation list is reloaded, so
+//! revocation reaches connections made before it; a connection with no request in progress for
+//! the idle timeout fails its next read too ([`crate::idle`]).
+//!
+//! Refused connections are logged at most once a second, with how many were refused since.
 
+use std::collections::HashMap;
 use std::io;
+use std::net::{IpAddr, Ipv6Addr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -24,6 +31,7 @@ use tonic::transport::server::Connected;
 use crate::TlsError;
 use crate::coalesce::Coalesce;
 use crate::identity::PeerInfo;
+use crate::idle::IdleTimer;
 use crate::live::{LiveTls, PeerWatch};
 
 /// Limits of the accept loop.
@@ -33,6 +41,15 @@ pub struct AcceptLimits {
     pub handshake_timeout: Duration,
     /// At most this many handshakes run at once; further connections wait to be accepted.
     pub max_pending_handshakes: usize,
+    /// At most this many of them from one source address (an IPv6 /64, which one host can
+    /// easily fill); a connection beyond it is closed at once. 0: no limit.
+    pub max_handshakes_per_ip: usize,
+    /// At most this many connections open at once, handshaking or established; a connection
+    /// beyond it is closed at once. 0: no limit.
+    pub max_connections: usize,
+    /// A connection with no request in progress for this long is closed. It needs
+    /// [`crate::idle::TrackRequestsLayer`] in the server's stack, which marks the requests.
+    pub idle_timeout: Option<Duration>,
     /// Postpone each connection's flushes until the worker has run its other ready tasks, so
     /// that the responses of many streams leave in one write ([`crate::coalesce`]).
     pub coalesce_writes: bool,
@@ -43,6 +60,9 @@ impl Default for AcceptLimits {
         AcceptLimits {
             handshake_timeout: Duration::from_secs(5),
             max_pending_handshakes: 512,
+            max_handshakes_per_ip: 0,
+            max_connections: 0,
+            idle_timeout: None,
             coalesce_writes: false,
         }
     }
@@ -54,6 +74,9 @@ pub struct TlsConn {
     stream: Coalesce<TlsStream<TcpStream>>,
     peer: Arc<PeerInfo>,
     watch: PeerWatch,
+    idle: Option<IdleTimer>,
+    /// Its place under `max_connections`, given back when the connection is dropped.
+    _place: Option<OwnedSemaphorePermit>,
 }
 
 impl Connected for TlsConn {
@@ -71,7 +94,23 @@ impl AsyncRead for TlsConn {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         self.watch.check()?;
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let filled = buf.filled().len();
+        let read = Pin::new(&mut self.stream).poll_read(cx, buf);
+        let this = &mut *self;
+        if let Some(idle) = &mut this.idle {
+            if read.is_ready() {
+                if buf.filled().len() > filled {
+                    idle.read();
+                }
+            } else if idle.expired(&this.peer.activity, cx) {
+                tracing::debug!(remote = ?this.peer.remote, "closing an idle connection");
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no request in progress for the idle timeout",
+                )));
+            }
+        }
+        read
     }
 }
 
@@ -119,10 +158,15 @@ pub fn incoming(
 ) -> Result<ReceiverStream<Result<TlsConn, io::Error>>, TlsError> {
     let acceptor = TlsAcceptor::from(Arc::new(crate::policy::server_config(&tls)?));
     let (tx, rx) = mpsc::channel(limits.max_pending_handshakes.max(1));
-    let permits = Arc::new(Semaphore::new(limits.max_pending_handshakes.max(1)));
+    let handshakes = Arc::new(Semaphore::new(limits.max_pending_handshakes.max(1)));
+    let connections =
+        (limits.max_connections > 0).then(|| Arc::new(Semaphore::new(limits.max_connections)));
+    let per_ip = Arc::new(PerAddress::new(limits.max_handshakes_per_ip));
     tokio::spawn(async move {
+        let mut over_cap = Throttled::default();
+        let mut over_per_ip = Throttled::default();
         loop {
-            let Ok(permit) = permits.clone().acquire_owned().await else {
+            let Ok(handshake) = handshakes.clone().acquire_owned().await else {
                 return;
             };
             let (tcp, remote) = match listener.accept().await {
@@ -137,6 +181,35 @@ pub fn incoming(
             if tx.is_closed() {
                 return;
             }
+            // Refusals close the socket at once (dropping it), before any TLS.
+            let place = match &connections {
+                None => None,
+                Some(connections) => match connections.clone().try_acquire_owned() {
+                    Ok(place) => Some(place),
+                    Err(_) => {
+                        if let Some(refused) = over_cap.note() {
+                            tracing::warn!(
+                                %remote,
+                                max_connections = limits.max_connections,
+                                refused,
+                                "connections refused: max_connections are open"
+                            );
+                        }
+                        continue;
+                    }
+                },
+            };
+            let Some(from_ip) = per_ip.enter(remote.ip()) else {
+                if let Some(refused) = over_per_ip.note() {
+                    tracing::warn!(
+                        address = %address_key(remote.ip()),
+                        max_handshakes_per_ip = limits.max_handshakes_per_ip,
+                        refused,
+                        "connections refused: too many handshakes in progress from one address"
+                    );
+                }
+                continue;
+            };
             let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             let tls = tls.clone();
@@ -144,9 +217,9 @@ pub fn incoming(
             // A reload during the handshake makes the connection check its peer again.
             let checked = tls.generation();
             tokio::spawn(async move {
-                let handshake =
+                let handshake_done =
                     tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp));
-                let stream = match handshake.await {
+                let stream = match handshake_done.await {
                     Ok(Ok(stream)) => stream,
                     Ok(Err(error)) => {
                         tracing::debug!(%remote, %error, "TLS handshake failed");
@@ -157,7 +230,8 @@ pub fn incoming(
                         return;
                     }
                 };
-                drop(permit);
+                drop(handshake);
+                drop(from_ip);
                 let peer =
                     PeerInfo::from_chain(stream.get_ref().1.peer_certificates(), Some(remote));
                 let _ = tx
@@ -165,10 +239,153 @@ pub fn incoming(
                         stream: Coalesce::new(stream, limits.coalesce_writes),
                         watch: PeerWatch::new(tls, peer.clone(), checked),
                         peer: Arc::new(peer),
+                        idle: limits.idle_timeout.map(IdleTimer::new),
+                        _place: place,
                     }))
                     .await;
             });
         }
     });
     Ok(ReceiverStream::new(rx))
+}
+
+/// The address whose handshakes are counted together: an IPv4 address, or the /64 of an IPv6
+/// one (a host usually has a whole /64 to pick addresses from). IPv4 addresses mapped into
+/// IPv6 count as IPv4.
+fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let network = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(Ipv6Addr::from(network))
+            }
+        },
+    }
+}
+
+/// Handshakes in progress per source address.
+#[derive(Debug)]
+struct PerAddress {
+    max: usize,
+    counts: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One handshake's place under its address's limit, given back when dropped.
+#[derive(Debug)]
+struct AddressPlace {
+    of: Arc<PerAddress>,
+    key: IpAddr,
+}
+
+impl PerAddress {
+    fn new(max: usize) -> PerAddress {
+        PerAddress {
+            max,
+            counts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        // The map is updated in one statement at a time; a poisoned lock still guards it whole.
+        self.counts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A place for a handshake from `ip` (`Some(None)`: there is no limit to hold a place
+    /// under), or `None` if its address has `max` in progress.
+    fn enter(self: &Arc<Self>, ip: IpAddr) -> Option<Option<AddressPlace>> {
+        if self.max == 0 {
+            return Some(None);
+        }
+        let key = address_key(ip);
+        let mut counts = self.lock();
+        let count = counts.entry(key).or_insert(0);
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(Some(AddressPlace {
+            of: self.clone(),
+            key,
+        }))
+    }
+}
+
+impl Drop for AddressPlace {
+    fn drop(&mut self) {
+        let mut counts = self.of.lock();
+        if let Some(count) = counts.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// Counts events and says when to log them: the first at once, then at most one line a second
+/// with how many happened since the last line.
+#[derive(Debug, Default)]
+struct Throttled {
+    logged: Option<Instant>,
+    since: u64,
+}
+
+impl Throttled {
+    /// Counts one; `Some(count)` when a line is due.
+    fn note(&mut self) -> Option<u64> {
+        self.since += 1;
+        let due = self
+            .logged
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(1));
+        if !due {
+            return None;
+        }
+        self.logged = Some(Instant::now());
+        Some(std::mem::take(&mut self.since))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_handshakes_count_per_64_and_mapped_ipv4_as_ipv4() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().expect("ip");
+        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().expect("ip");
+        let c: IpAddr = "2001:db8:1:3::1".parse().expect("ip");
+        assert_eq!(address_key(a), address_key(b));
+        assert_ne!(address_key(a), address_key(c));
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().expect("ip");
+        assert_eq!(
+            address_key(mapped),
+            "192.0.2.7".parse::<IpAddr>().expect("ip")
+        );
+    }
+
+    #[test]
+    fn an_address_gets_at_most_its_share_of_handshakes() {
+        let per_ip = Arc::new(PerAddress::new(2));
+        let host: IpAddr = "192.0.2.1".parse().expect("ip");
+        let other: IpAddr = "192.0.2.2".parse().expect("ip");
+        let first = per_ip.enter(host).expect("first");
+        let _second = per_ip.enter(host).expect("second");
+        assert!(per_ip.enter(host).is_none());
+        assert!(per_ip.enter(other).is_some());
+        drop(first);
+        assert!(per_ip.enter(host).is_some());
+        assert!(per_ip.lock().len() <= 2);
+    }
+
+    #[test]
+    fn refusals_are_logged_at_most_once_a_second_with_a_count() {
+        let mut throttled = Throttled::default();
+        assert_eq!(throttled.note(), Some(1));
+        assert_eq!(throttled.note(), None);
+        assert_eq!(throttled.note(), None);
+        throttled.logged = Some(Instant::now() - Duration::from_secs(2));
+        assert_eq!(throttled.note(), Some(3));
+    }
 }
