@@ -48,31 +48,12 @@ impl Exchange for ExchangeService {
             .and_then(|value| value.to_str().ok())
             .map(str::to_owned);
         let request = request.into_inner();
-        let dataset = request.dataset.clone();
-        let purpose = request.purpose.clone();
-        match self
-            .pipeline
+        // Refusals are logged by the pipeline, which knows what may be logged of the request.
+        self.pipeline
             .get_attributes(peer.as_deref(), grpc_timeout.as_deref(), request)
             .await
-        {
-            Ok(response) => Ok(Response::new(response)),
-            // A flood's refusals are logged by the agency limits, once a second with a count.
-            Err(denial) if matches!(denial.reason, "agency_busy" | "agency_rate_limited") => {
-                Err(denial.into())
-            }
-            Err(denial) => {
-                // No subject, no values: only what was asked of whom, and why it was refused.
-                tracing::info!(
-                    peer = peer.as_ref().and_then(|p| p.identity.as_ref().ok()).map(|id| id.as_str()),
-                    dataset = %dataset.escape_debug(),
-                    purpose = %purpose.escape_debug(),
-                    step = %denial.step,
-                    reason = denial.reason,
-                    "request refused"
-                );
-                Err(denial.into())
-            }
-        }
+            .map(Response::new)
+            .map_err(Status::from)
     }
 }
 

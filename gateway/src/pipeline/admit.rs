@@ -3,7 +3,6 @@
 
 pub(crate) mod agency;
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use isnad_proto::v1::AttributesRequest;
@@ -81,8 +80,10 @@ pub(crate) fn admit(
             ),
         ));
     }
-    let mut seen = HashSet::with_capacity(request.fields.len());
-    for field in &request.fields {
+    // A few names are compared with the earlier ones; many go into a set.
+    let mut seen = (request.fields.len() > 16)
+        .then(|| std::collections::HashSet::with_capacity(request.fields.len()));
+    for (n, field) in request.fields.iter().enumerate() {
         if field.is_empty()
             || field.len() > MAX_FIELD_BYTES
             || !field
@@ -94,7 +95,11 @@ pub(crate) fn admit(
                 format!("field names are 1 to {MAX_FIELD_BYTES} characters of a-z 0-9 - _ ."),
             ));
         }
-        if !seen.insert(field.as_str()) {
+        let named_before = match &mut seen {
+            Some(seen) => !seen.insert(field.as_str()),
+            None => request.fields[..n].contains(field),
+        };
+        if named_before {
             return Err(invalid(
                 "duplicate_field",
                 format!("field {field:?} is named twice"),

@@ -103,8 +103,9 @@ impl Facts {
         }
     }
 
-    /// Step 7: what is released and withheld, and the legal bases it rests on.
-    pub(crate) fn released(&mut self, released: &Released<'_>) {
+    /// Step 7: what is released and withheld, and the legal bases it rests on. Takes the
+    /// release list (its strings move into the record); the rest stays for the response.
+    pub(crate) fn released(&mut self, released: &mut Released<'_>) {
         let mut bases: Vec<&str> = Vec::new();
         let mut references: Vec<&str> = Vec::new();
         for (_, _, rule) in &released.released {
@@ -122,12 +123,11 @@ impl Facts {
         bases.sort_unstable();
         self.legal_basis = bases.join(",");
         self.basis_reference = references.join("; ");
-        self.released = released
-            .released
-            .iter()
+        self.released = std::mem::take(&mut released.released)
+            .into_iter()
             .map(|(field, treatment, rule)| AuditReleased {
-                field: field.clone(),
-                treatment: treatment.clone(),
+                field,
+                treatment,
                 rule_id: rule.id.as_str().to_owned(),
             })
             .collect();
@@ -161,11 +161,23 @@ impl Facts {
     pub(crate) fn request_id(&self) -> &str {
         &self.request_id
     }
+
+    /// The dataset recorded (empty for a name that was not admitted and is not plain).
+    pub(crate) fn dataset(&self) -> &str {
+        &self.dataset
+    }
+
+    /// The purpose recorded (as the dataset).
+    pub(crate) fn purpose(&self) -> &str {
+        &self.purpose
+    }
 }
 
-/// The encoded record of a request that ended in `answer` at `at`.
+/// The encoded record of a request that ended in `answer` at `at`. What the record holds is
+/// moved out of `facts`; the request id, the subject's pseudonym and the released attributes'
+/// encoding stay, for the provenance signature.
 pub(crate) fn record(
-    facts: &Facts,
+    facts: &mut Facts,
     answer: &Result<AttributesResponse, Denial>,
     at: SystemTime,
 ) -> Result<Vec<u8>, Denial> {
@@ -186,36 +198,37 @@ pub(crate) fn record(
             u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
         });
     let refused = answer.is_err();
+    let take = std::mem::take::<String>;
     AuditRecord {
         time,
-        node: facts.node.clone(),
+        node: take(&mut facts.node),
         request_id: facts.request_id.clone(),
-        consumer: facts.consumer.clone(),
-        provider: facts.provider.clone(),
-        dataset: facts.dataset.clone(),
-        purpose: facts.purpose.clone(),
+        consumer: take(&mut facts.consumer),
+        provider: take(&mut facts.provider),
+        dataset: take(&mut facts.dataset),
+        purpose: take(&mut facts.purpose),
         legal_basis: if refused {
             String::new()
         } else {
-            facts.legal_basis.clone()
+            take(&mut facts.legal_basis)
         },
         basis_reference: if refused {
             String::new()
         } else {
-            facts.basis_reference.clone()
+            take(&mut facts.basis_reference)
         },
-        consent_id: facts.consent_id.clone().filter(|_| !refused),
+        consent_id: facts.consent_id.take().filter(|_| !refused),
         subject: facts.subject,
-        requested: facts.requested.clone(),
+        requested: std::mem::take(&mut facts.requested),
         released: if refused {
             Vec::new()
         } else {
-            facts.released.clone()
+            std::mem::take(&mut facts.released)
         },
         withheld: if refused {
             Vec::new()
         } else {
-            facts.withheld.clone()
+            std::mem::take(&mut facts.withheld)
         },
         decision,
         policy_revision: facts.policy_revision,

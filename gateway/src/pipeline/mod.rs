@@ -104,9 +104,12 @@ impl Pipeline {
                 request,
             )
             .await;
+        if let Err(denial) = &answer {
+            log_refusal(peer, &facts, denial);
+        }
         // 8 audit: the record is durable before the caller hears anything.
         let at = SystemTime::now();
-        let record = audit::record(&facts, &answer, at)?;
+        let record = audit::record(&mut facts, &answer, at)?;
         match answer {
             Err(denial) => {
                 self.audit.append(record).await?;
@@ -141,7 +144,7 @@ impl Pipeline {
         // 2 admit: a place among the agency's requests in flight, within its rate on this node;
         // is the request well-formed and within limits; by when must it finish.
         let place = &*place.insert(self.agencies.enter(principal.agency.as_str())?);
-        let admitted = admit::admit(&self.limits, grpc_timeout, request)?;
+        let mut admitted = admit::admit(&self.limits, grpc_timeout, request)?;
         facts.admitted(&admitted, policy);
         // 3 authorize: what the policy decides for each field, today.
         let today = isnad_policy::today_utc();
@@ -182,11 +185,13 @@ impl Pipeline {
         let mut fetched = if wanted.is_empty() {
             Default::default()
         } else {
+            // The subject, dataset and purpose are not needed past this step (the facts hold
+            // what the record needs): moved, not copied.
             let fetch = FetchRequest {
-                subject: admitted.request.subject.clone(),
-                dataset: admitted.request.dataset.clone(),
+                subject: std::mem::take(&mut admitted.request.subject),
+                dataset: std::mem::take(&mut admitted.request.dataset),
                 fields: wanted,
-                purpose: admitted.request.purpose.clone(),
+                purpose: std::mem::take(&mut admitted.request.purpose),
                 request_id: admitted.request_id.clone(),
                 consumer: principal.agency.as_str().to_owned(),
             };
@@ -196,7 +201,7 @@ impl Pipeline {
                 .await?
         };
         // 7 filter: release exactly what was decided, of the declared type, in the decided form.
-        let released = filter::release(
+        let mut released = filter::release(
             decision.dataset,
             fields,
             &verdicts,
@@ -207,7 +212,7 @@ impl Pipeline {
                 today,
             },
         );
-        facts.released(&released);
+        facts.released(&mut released);
         Ok(AttributesResponse {
             attributes: released.attributes,
             withheld: released.withheld,
@@ -221,6 +226,24 @@ impl Pipeline {
             }),
         })
     }
+}
+
+/// Logs a refusal: who asked what of whom and why, never the subject or a value. The dataset and
+/// purpose are the ones the facts keep (a name that was not admitted is kept only if it is a
+/// plain name).
+fn log_refusal(peer: Option<&PeerInfo>, facts: &audit::Facts, denial: &Denial) {
+    // A flood's refusals are logged by the agency limits, once a second with a count.
+    if matches!(denial.reason, "agency_busy" | "agency_rate_limited") {
+        return;
+    }
+    tracing::info!(
+        peer = peer.and_then(|p| p.identity.as_ref().ok()).map(|id| id.as_str()),
+        dataset = facts.dataset(),
+        purpose = facts.purpose(),
+        step = %denial.step,
+        reason = denial.reason,
+        "request refused"
+    );
 }
 
 /// Logs where the shadow rules would decide otherwise: field names and treatments, never values.
