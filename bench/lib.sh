@@ -70,7 +70,7 @@ policy: $ROOT/deploy/local
 hash_key: hash.key
 pseudonym_key: pseudonym.key
 consent: { jwks: consent/jwks.json, issuers: ["https://consent.isnad.example"] }
-audit: { dir: audit, key: audit.pk8 }
+audit: { dir: audit, key: audit.pk8, commit_delay_us: ${COMMIT_DELAY_US:-200} }
 provenance_key: provenance.pk8
 tls: { ca: pki/ca.pem, cert: pki/gateway.pem, key: pki/gateway.key }
 upstreams: { identity-authority: "https://127.0.0.1:$P_PROVIDER" }

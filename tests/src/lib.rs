@@ -503,3 +503,32 @@ pub fn refusal(result: Result<AttributesResponse, tonic::Status>) -> (tonic::Cod
         ),
     }
 }
+
+/// Replaces `path` atomically (a temporary file renamed over it), as deployment tools do.
+pub fn replace(path: &Path, contents: &[u8]) {
+    let tmp = path.with_extension("replacing");
+    std::fs::write(&tmp, contents).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// Copies the sample policy store (`deploy/local`) to `to`, with the consent rule's daily limit
+/// per subject raised to `limit`, so that a test under load does not reach it.
+pub fn copy_sample_policy(to: &Path, limit: u32) {
+    let from = repo_root().join("deploy/local");
+    for sub in ["", "rules", "tests"] {
+        std::fs::create_dir_all(to.join(sub)).unwrap();
+        for entry in std::fs::read_dir(from.join(sub)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                let text = std::fs::read_to_string(&path).unwrap().replace(
+                    "limit: { requests: 10, per: day }",
+                    &format!("limit: {{ requests: {limit}, per: day }}"),
+                );
+                replace(
+                    &to.join(sub).join(path.file_name().unwrap()),
+                    text.as_bytes(),
+                );
+            }
+        }
+    }
+}

@@ -1,43 +1,12 @@
 //! Policy, consent keys and certificates replaced while requests flow: a good reload fails no
 //! request, a bad one is refused and what is in force stays (issue 6, item 5).
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use isnad_proto::v1::AttributesRequest;
 use isnad_tests::*;
-
-/// Replaces `path` atomically (a temporary file renamed over it), as deployment tools do.
-fn replace(path: &Path, contents: &[u8]) {
-    let tmp = path.with_extension("replacing");
-    std::fs::write(&tmp, contents).expect("write");
-    std::fs::rename(&tmp, path).expect("rename");
-}
-
-/// Copies the sample policy store to `to`, with the consent rule's daily limit raised so that a
-/// load test does not reach it.
-fn copy_policy(to: &Path, limit: u32) {
-    let from = repo_root().join("deploy/local");
-    for sub in ["", "rules", "tests"] {
-        std::fs::create_dir_all(to.join(sub)).expect("dir");
-        for entry in std::fs::read_dir(from.join(sub)).expect("read") {
-            let path = entry.expect("entry").path();
-            if path.extension().is_some_and(|e| e == "yaml") {
-                let text = std::fs::read_to_string(&path).expect("read");
-                let text = text.replace(
-                    "limit: { requests: 10, per: day }",
-                    &format!("limit: {{ requests: {limit}, per: day }}"),
-                );
-                replace(
-                    &to.join(sub).join(path.file_name().expect("name")),
-                    text.as_bytes(),
-                );
-            }
-        }
-    }
-}
 
 async fn wait_for_log(process: &Process, needle: &str, times: usize) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -67,7 +36,7 @@ fn isnad(args: &[&str]) {
 async fn good_reloads_under_load_fail_no_request_and_bad_ones_keep_what_is_in_force() {
     let federation = Federation::start();
     let policy = federation.dir().join("policy");
-    copy_policy(&policy, 100_000);
+    copy_sample_policy(&policy, 100_000);
     let providers = federation.providers();
     let upstreams: Vec<(&str, String)> = providers
         .iter()
@@ -122,7 +91,7 @@ async fn good_reloads_under_load_fail_no_request_and_bad_ones_keep_what_is_in_fo
     // The policy: a good store, a broken one, the good one again.
     let rules = policy.join("rules/housing.yaml");
     let good_rules = std::fs::read(&rules).expect("read");
-    copy_policy(&policy, 100_001);
+    copy_sample_policy(&policy, 100_001);
     wait_for_log(process, "policy reloaded", 1).await;
     let mut broken = good_rules.clone();
     broken.extend_from_slice(b"\n  - id: [unclosed\n");

@@ -173,3 +173,117 @@ async fn without_redis_consent_fails_closed_statute_goes_on_and_service_resumes(
     }
     gateway.process.assert_running();
 }
+
+/// One request of the load in `redis_killed_under_load_...`.
+#[derive(Debug)]
+struct Sent {
+    consent: bool,
+    started: Instant,
+    ended: Instant,
+    /// `None` when the request was answered with its field, else the reason code.
+    refused: Option<String>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_under_load_fails_consent_closed_while_statute_goes_on_and_resumes() {
+    let mut redis = RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let federation = Federation::start();
+    let policy = federation.dir().join("policy");
+    isnad_tests::copy_sample_policy(&policy, 1_000_000);
+    let providers = federation.providers();
+    let upstreams: Vec<(&str, String)> = providers
+        .iter()
+        .map(|(agency, endpoint)| (agency.as_str(), endpoint.clone()))
+        .collect();
+    let gateway = federation.serve_gateway_with(
+        &policy,
+        &upstreams,
+        "",
+        &format!("shared_state: {}\n", redis.url()),
+    );
+    let token =
+        federation.token(&federation.grant("housing-programme", DATASET, PURPOSE, &["occupation"]));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for n in 0..4 {
+        let material = federation.material("housing-programme");
+        let (addr, token, stop) = (gateway.addr, token.clone(), stop.clone());
+        clients.push(tokio::spawn(async move {
+            let mut client = client_with(addr, &material);
+            let mut sent = Vec::new();
+            let mut turn = n;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                turn += 1;
+                let consent = turn % 2 == 0;
+                let (ask, field) = if consent {
+                    (with_token(&["occupation"], &token), "occupation")
+                } else {
+                    (
+                        request("identity.person", PURPOSE, &["full_name_en"]),
+                        "full_name_en",
+                    )
+                };
+                let started = Instant::now();
+                let outcome = get(&mut client, ask).await;
+                let refused = match outcome {
+                    Ok(response) if response.attributes.contains_key(field) => None,
+                    Ok(response) => Some(format!("answered without {field}: {response:?}")),
+                    Err(status) => Some(
+                        isnad_proto::errors::reason(&status)
+                            .unwrap_or_else(|| format!("{status:?}")),
+                    ),
+                };
+                sent.push(Sent {
+                    consent,
+                    started,
+                    ended: Instant::now(),
+                    refused,
+                });
+            }
+            sent
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    redis.stop();
+    let killed = Instant::now();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let restarting = Instant::now();
+    redis.restart().unwrap_or_else(|e| panic!("{e}"));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut sent = Vec::new();
+    for client in clients {
+        sent.extend(client.await.expect("client"));
+    }
+
+    // Statute requests need no state: every one was answered, before, during and after.
+    let statute: Vec<&Sent> = sent.iter().filter(|s| !s.consent).collect();
+    assert!(statute.len() > 20, "{} statute requests", statute.len());
+    let failed: Vec<_> = statute.iter().filter(|s| s.refused.is_some()).collect();
+    assert!(failed.is_empty(), "statute requests failed: {failed:?}");
+    // Consent requests made while Redis was away: every one refused, state_unavailable.
+    let during: Vec<&Sent> = sent
+        .iter()
+        .filter(|s| s.consent && s.started > killed && s.ended < restarting)
+        .collect();
+    assert!(
+        !during.is_empty(),
+        "no consent request was made while Redis was away"
+    );
+    for s in &during {
+        assert_eq!(s.refused.as_deref(), Some("state_unavailable"), "{s:?}");
+    }
+    // Any consent refusal at all is that one; and service resumed by itself.
+    for s in sent.iter().filter(|s| s.consent) {
+        assert!(
+            matches!(s.refused.as_deref(), None | Some("state_unavailable")),
+            "{s:?}"
+        );
+    }
+    assert!(
+        sent.iter()
+            .any(|s| s.consent && s.started > restarting && s.refused.is_none()),
+        "consent requests did not resume after Redis came back"
+    );
+    assert!(!gateway.process.logs().contains(&isnad_tests::applicant()));
+}
