@@ -139,17 +139,21 @@ pub(crate) async fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
         }
         Err(status) => {
             let reason = isnad_proto::errors::reason(&status).unwrap_or_default();
+            // A refusal below gRPC (a TLS alert, a reset) has no reason code: its cause chain
+            // says what happened, e.g. "received fatal alert: CertificateRevoked".
+            let mut message = status.message().to_owned();
+            let mut cause = std::error::Error::source(&status);
+            while let Some(error) = cause {
+                message = format!("{message}: {error}");
+                cause = error.source();
+            }
             if args.json {
                 let error = serde_json::json!({
-                    "error": { "code": format!("{:?}", status.code()), "reason": reason, "message": status.message() }
+                    "error": { "code": format!("{:?}", status.code()), "reason": reason, "message": message }
                 });
                 println!("{}", serde_json::to_string_pretty(&error)?);
             } else {
-                eprintln!(
-                    "refused: {:?} {reason}: {}",
-                    status.code(),
-                    status.message()
-                );
+                eprintln!("refused: {:?} {reason}: {message}", status.code());
             }
             Ok(ExitCode::from(2))
         }
