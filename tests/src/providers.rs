@@ -2,11 +2,13 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use isnad_proto::v1::provider_server::{Provider, ProviderServer};
 use isnad_proto::v1::{FetchRequest, FetchResponse, Value, value::Kind};
-use isnad_tls::TlsMaterial;
+use isnad_tls::server::AcceptLimits;
+use isnad_tls::{PeerInfo, TlsMaterial};
 use tokio::sync::oneshot;
 use tonic::{Request, Response, Status};
 
@@ -24,7 +26,11 @@ pub enum Behaviour {
 #[derive(Debug, Clone)]
 struct Double {
     behaviour: Behaviour,
+    callers: Callers,
 }
+
+/// The SHA-256 of the client certificate of each request a double answered, in order.
+type Callers = Arc<Mutex<Vec<[u8; 32]>>>;
 
 #[tonic::async_trait]
 impl Provider for Double {
@@ -32,6 +38,12 @@ impl Provider for Double {
         &self,
         request: Request<FetchRequest>,
     ) -> Result<Response<FetchResponse>, Status> {
+        let caller = request
+            .extensions()
+            .get::<Arc<PeerInfo>>()
+            .and_then(|peer| peer.cert_sha256)
+            .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
+        self.callers.lock().unwrap().push(caller);
         let request = request.into_inner();
         let text = |s: &str| Value {
             kind: Some(Kind::StringValue(s.to_owned())),
@@ -66,6 +78,7 @@ impl Provider for Double {
 pub struct ProviderDouble {
     /// Where it listens.
     pub addr: SocketAddr,
+    callers: Callers,
     _stop: oneshot::Sender<()>,
 }
 
@@ -81,19 +94,43 @@ impl ProviderDouble {
         material: &TlsMaterial,
         behaviour: Behaviour,
     ) -> ProviderDouble {
+        Self::start_with(addr, material, behaviour, AcceptLimits::default()).await
+    }
+
+    /// The same with `limits` on its connections (e.g. an idle timeout that closes them).
+    pub async fn start_with(
+        addr: SocketAddr,
+        material: &TlsMaterial,
+        behaviour: Behaviour,
+        limits: AcceptLimits,
+    ) -> ProviderDouble {
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let tls = isnad_tls::LiveTls::fixed(material.clone()).unwrap();
-        let incoming = isnad_tls::server::incoming(listener, tls, Default::default()).unwrap();
+        let incoming = isnad_tls::server::incoming(listener, tls, limits).unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
+        let callers = Callers::default();
+        let double = Double {
+            behaviour,
+            callers: callers.clone(),
+        };
         tokio::spawn(
             tonic::transport::Server::builder()
-                .add_service(ProviderServer::new(Double { behaviour }))
+                .add_service(ProviderServer::new(double))
                 .serve_with_incoming_shutdown(incoming, async {
                     let _ = stopped.await;
                 }),
         );
-        ProviderDouble { addr, _stop: stop }
+        ProviderDouble {
+            addr,
+            callers,
+            _stop: stop,
+        }
+    }
+
+    /// The SHA-256 of the client certificate of each request it answered, in order.
+    pub fn callers(&self) -> Vec<[u8; 32]> {
+        self.callers.lock().unwrap().clone()
     }
 
     /// Its endpoint URL.

@@ -1,13 +1,16 @@
 //! Certificates change while the gateway serves: a revocation list cuts a revoked consumer off,
 //! on the connections it has open and on new ones; a broken or foreign list is refused and the
-//! list in force stays; the gateway's own certificate rotates. No restart in any of it.
+//! list in force stays; the gateway's own certificate rotates, as the server consumers see and
+//! as the client providers see. No restart in any of it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use isnad_proto::v1::AttributesRequest;
+use isnad_tests::providers::{Behaviour, ProviderDouble};
 use isnad_tests::*;
 use isnad_tls::policy::ExpectedPeer;
+use isnad_tls::server::AcceptLimits;
 use tonic::Code;
 
 fn ask() -> AttributesRequest {
@@ -228,6 +231,58 @@ async fn the_gateway_certificate_rotates_without_restart() {
     get(&mut federation.client("housing-programme"), ask())
         .await
         .expect("a new connection is served");
+}
+
+#[tokio::test]
+async fn providers_see_the_rotated_client_certificate_on_new_connections() {
+    let federation = Federation::start();
+    let pki = federation.pki();
+    let sha256 = |der: &[u8]| -> [u8; 32] {
+        ring::digest::digest(&ring::digest::SHA256, der)
+            .as_ref()
+            .try_into()
+            .expect("32 bytes")
+    };
+    let old = sha256(federation.material("gateway").chain[0].as_ref());
+    // The provider closes connections idle for 300 ms, so the gateway has to make new ones.
+    let provider = federation.material("identity-authority");
+    let double = ProviderDouble::start_with(
+        "127.0.0.1:0".parse().expect("addr"),
+        &provider,
+        Behaviour::Slow(Duration::ZERO),
+        AcceptLimits {
+            idle_timeout: Some(Duration::from_millis(300)),
+            ..AcceptLimits::default()
+        },
+    )
+    .await;
+    let node = federation.serve_gateway(&[("identity-authority", double.endpoint())], "");
+    let mut client = client_with(node.addr, &federation.material("housing-programme"));
+    get(&mut client, ask()).await.expect("served");
+    assert_eq!(double.callers(), vec![old]);
+
+    isnad(&[
+        "certs",
+        "issue",
+        "--dir",
+        pki.to_str().expect("utf-8"),
+        "--name",
+        "gateway",
+        "--spiffe-id",
+        "spiffe://isnad.example/gateway/gateway",
+    ]);
+    let new = sha256(federation.material("gateway").chain[0].as_ref());
+    assert_ne!(old, new);
+    hangup(&node.process);
+    wait_for_log(&node.process, "TLS material reloaded", 1).await;
+
+    // The connections made with the old certificate close; the new ones present the new one.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let before = double.callers().len();
+    for _ in 0..8 {
+        get(&mut client, ask()).await.expect("served");
+    }
+    assert_eq!(double.callers()[before..], [new; 8]);
 }
 
 #[tokio::test]
