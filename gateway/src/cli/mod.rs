@@ -122,17 +122,19 @@ fn init_logging(default: &str) {
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve { config } => {
+            let shutdown = shutdown_signal();
             let config = crate::config::GatewayConfig::from_file(&config)?;
             let gateway = crate::server::Gateway::load(&config)?;
             let listener = bind(config.listen).await?;
             tracing::info!(listen = %listener.local_addr()?, node = %config.node, "gateway serving");
-            gateway.serve(listener, shutdown_signal()).await?;
+            gateway.serve(listener, shutdown).await?;
         }
         Command::Provider { config } => {
+            let shutdown = shutdown_signal();
             let config = isnad_provider::ProviderConfig::from_file(&config)?;
             let listener = bind(config.listen).await?;
             tracing::info!(listen = %listener.local_addr()?, agency = %config.agency, "provider serving");
-            isnad_provider::serve(&config, listener, shutdown_signal()).await?;
+            isnad_provider::serve(&config, listener, shutdown).await?;
         }
         Command::Up {
             dir,
@@ -140,10 +142,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             federation,
             shared_state,
         } => {
+            let shutdown = shutdown_signal();
             let federation = up::federation_dir(federation)?;
             let running = up::start(&dir, &federation, listen, &shared_state).await?;
             running.print_summary();
-            shutdown_signal().await;
+            shutdown.await;
             tracing::info!("shutting down");
             running.stop().await;
         }
@@ -167,24 +170,37 @@ pub(crate) async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpList
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
 }
 
-/// Completes on Ctrl-C or SIGTERM.
-pub(crate) async fn shutdown_signal() {
-    let interrupt = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Completes on Ctrl-C or SIGTERM. The handlers are installed when this is called, not when it
+/// is first awaited: a stop asked for while the process starts (loading its policy, opening its
+/// audit log) is not the signal's default death, it stops the process as soon as it serves.
+pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let (interrupt, terminate) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::interrupt()).ok(),
+            signal(SignalKind::terminate()).ok(),
+        )
     };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => {}
-        () = terminate => {}
+    async move {
+        #[cfg(unix)]
+        {
+            let wait = |signal: Option<tokio::signal::unix::Signal>| async move {
+                match signal {
+                    Some(mut signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = wait(interrupt) => {}
+                () = wait(terminate) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
