@@ -204,6 +204,25 @@ impl Admin for AdminService {
     }
 }
 
+/// The `federation` of the policy store's catalogue, read alone (the store is compiled later).
+fn federation_of(policy: &std::path::Path) -> anyhow::Result<String> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        federation: String,
+    }
+    let path = policy.join("catalogue.yaml");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| anyhow::anyhow!("policy {}: {e}", path.display()))?;
+    let head: Head = serde_saphyr::from_str(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "policy {}: {e}; run `isnad policy check {}` for every error",
+            path.display(),
+            policy.display()
+        )
+    })?;
+    Ok(head.federation)
+}
+
 /// How long requests in flight get to finish after the shutdown signal.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -220,6 +239,17 @@ pub struct Gateway {
 impl Gateway {
     /// Loads everything the configuration names; any error stops here, before serving.
     pub fn load(config: &GatewayConfig) -> anyhow::Result<Gateway> {
+        anyhow::ensure!(
+            !config.pass_through || cfg!(feature = "pass-through"),
+            "pass_through: this binary was built without the benchmark-only cargo feature \
+             `pass-through`; a gateway in production always runs every check"
+        );
+        if config.pass_through {
+            tracing::warn!(
+                "PASS-THROUGH: every check is off (no policy, consent, filtering, audit or \
+                 signature); a benchmark build, never for real data"
+            );
+        }
         let tls = LiveTls::load(config.tls.files())?;
         let signing_key = match &config.policy_signing_key {
             Some(path) => {
@@ -239,20 +269,65 @@ impl Gateway {
             .map(|path| HashKey::new(&read_hex_key(path, "hash key")?))
             .transpose()?;
         let pseudonyms = PseudonymKey::from_file(&config.pseudonym_key)?;
-        let store = PolicyStore::load(
-            config.policy.clone(),
-            signing_key,
-            Capabilities {
-                hash_key: hash_key.is_some(),
-                consent: config.consent.is_some(),
-            },
-            UpstreamSettings {
-                overrides: config.upstreams.clone(),
-                tls: tls.clone(),
-                limits: config.limits,
-            },
-        )
-        .map_err(|error| anyhow::anyhow!("policy {}: {error}", config.policy.display()))?;
+        let open_audit = |origin: &str| {
+            let provenance = ProvenanceSigner::load(&config.node, &config.provenance_key)?;
+            AuditTrail::open(&config.audit, origin, provenance)
+        };
+        // The audit log opens beside the policy's compilation: its recovery reads every segment
+        // and the compilation parses every rule, the two longest steps of a start. The log's
+        // origin names the federation, read ahead from the catalogue alone; a catalogue that
+        // cannot be read ahead is left to the compilation, which reports every error, and the
+        // log opens after it.
+        let node_origin = |federation: &str| format!("{federation}/audit/{}", config.node);
+        let read_ahead = match &config.audit.origin {
+            Some(origin) => Some(origin.clone()),
+            None => federation_of(&config.policy).ok().map(|f| node_origin(&f)),
+        };
+        let (store, audit) = std::thread::scope(|scope| {
+            let audit = read_ahead
+                .as_deref()
+                .map(|origin| scope.spawn(|| open_audit(origin)));
+            let store = PolicyStore::load(
+                config.policy.clone(),
+                signing_key,
+                Capabilities {
+                    hash_key: hash_key.is_some(),
+                    consent: config.consent.is_some(),
+                },
+                UpstreamSettings {
+                    overrides: config.upstreams.clone(),
+                    tls: tls.clone(),
+                    limits: config.limits,
+                },
+            )
+            .map_err(|error| anyhow::anyhow!("policy {}: {error}", config.policy.display()));
+            let audit = audit.map(|opening| {
+                opening
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("opening the audit log panicked")))
+            });
+            (store, audit)
+        });
+        let store = store?;
+        let federation = store.current().policy.catalogue().federation.clone();
+        let origin = config
+            .audit
+            .origin
+            .clone()
+            .unwrap_or_else(|| node_origin(&federation));
+        let audit = match audit {
+            Some(opened) => {
+                let audit = opened?;
+                anyhow::ensure!(
+                    read_ahead.as_deref() == Some(origin.as_str()),
+                    "policy {}: the catalogue's federation changed to {federation:?} while the \
+                     gateway started; start it again",
+                    config.policy.display()
+                );
+                audit
+            }
+            None => open_audit(&origin)?,
+        };
         let current = store.current();
         tracing::info!(
             revision = %current.policy.revision(),
@@ -260,7 +335,6 @@ impl Gateway {
             signed = config.policy_signing_key.is_some(),
             "policy loaded"
         );
-        let federation = current.policy.catalogue().federation.clone();
         for agency in config.agency_limits.keys() {
             anyhow::ensure!(
                 current
@@ -287,13 +361,6 @@ impl Gateway {
             },
             "consent and shared state ready"
         );
-        let origin = config
-            .audit
-            .origin
-            .clone()
-            .unwrap_or_else(|| format!("{federation}/audit/{}", config.node));
-        let provenance = ProvenanceSigner::load(&config.node, &config.provenance_key)?;
-        let audit = AuditTrail::open(&config.audit, &origin, provenance)?;
         let agencies = AgencyLimits::new(
             config.limits,
             config.agency_limits.clone(),
@@ -312,6 +379,7 @@ impl Gateway {
                 audit,
                 tls,
                 agencies,
+                pass_through: config.pass_through,
             }),
             accept: AcceptLimits {
                 handshake_timeout: Duration::from_millis(config.limits.handshake_timeout_ms),
