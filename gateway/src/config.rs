@@ -65,6 +65,11 @@ pub struct GatewayConfig {
     /// the catalogue; an unknown name is a configuration error).
     #[serde(default)]
     pub agency_limits: BTreeMap<String, AgencyLimits>,
+    /// Benchmarks only: forward every request unchecked (no limits, policy, consent, filtering,
+    /// audit or signature). Refused at start-up unless the binary was built with the cargo
+    /// feature `pass-through`, which no release build enables (see `bench/run.sh`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pass_through: bool,
 }
 
 /// One agency's limits; what is left out comes from `limits.agency_*`.

@@ -183,3 +183,22 @@ async fn logs_carry_no_citizen_data() {
         assert!(!logs.contains(secret), "{secret:?} leaked into the logs");
     }
 }
+
+#[tokio::test]
+async fn a_release_build_refuses_the_benchmark_pass_through_mode() {
+    let federation = Federation::start();
+    let config = federation
+        .sample_gateway_config("", "pass_through: true\n")
+        .path;
+    let output = std::process::Command::new(isnad_tests::isnad_bin())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("built without the benchmark-only cargo feature `pass-through`"),
+        "{stderr}"
+    );
+}

@@ -213,6 +213,7 @@ pub(crate) async fn start(
             .collect(),
         limits: Limits::default(),
         agency_limits: Default::default(),
+        pass_through: false,
     };
     let path = dir.join("gateway.yaml");
     write_yaml(

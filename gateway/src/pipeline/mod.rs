@@ -31,6 +31,8 @@ mod denial;
 mod fetch;
 mod filter;
 mod minimize;
+#[cfg(feature = "pass-through")]
+mod pass_through;
 mod sign;
 mod transform;
 
@@ -80,6 +82,8 @@ pub struct Pipeline {
     pub tls: Arc<LiveTls>,
     /// Each consumer agency's requests in flight and rate.
     pub(crate) agencies: AgencyLimits,
+    /// Benchmarks only: every check off ([`pass_through`], feature `pass-through`).
+    pub pass_through: bool,
 }
 
 impl Pipeline {
@@ -90,6 +94,10 @@ impl Pipeline {
         grpc_timeout: Option<&str>,
         request: AttributesRequest,
     ) -> Result<AttributesResponse, Denial> {
+        #[cfg(feature = "pass-through")]
+        if self.pass_through {
+            return self.pass_through(peer, request).await;
+        }
         let current = self.store.current();
         let mut facts = audit::Facts::new(&self.node, &current.policy, &request, &self.pseudonyms);
         // The agency's place in the pipeline (step 2), held until the request is answered.
