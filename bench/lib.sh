@@ -24,15 +24,18 @@ cleanup() { # stops what start_side_by_side started
 # Builds isnad and isnad-bench, installs nginx-light when missing, and starts in a new folder $W:
 # a PKI, one reference provider (identity.person of the sample federation), one isnad gateway
 # with its audit log and provenance key, and one nginx grpc_pass with mTLS on both legs in front
-# of the same provider, each its own process. Sets ISNAD, BENCH, W, RECORDS, P_PROVIDER,
-# P_GATEWAY, P_NGINX, PROVIDER_PID, GATEWAY_PID, NGINX_PIDS; the caller's EXIT trap stops them.
+# of the same provider, and the same gateway in pass-through mode (every check off), each its own
+# process. Sets ISNAD, BENCH, W, RECORDS, P_PROVIDER, P_GATEWAY, P_NGINX, P_PASS, PROVIDER_PID,
+# GATEWAY_PID, PASS_PID, NGINX_PIDS; the caller's EXIT trap stops them.
 # Needs ROOT (the repository). (The body is not indented: it holds here-documents.)
 start_side_by_side() {
 if ! command -v nginx >/dev/null; then
   echo "installing nginx-light from Debian" >&2
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null
 fi
-cargo build --release --locked -q -p isnad-gateway -p isnad-bench
+# With the benchmark-only feature `pass-through`, so that one binary serves the pass-through
+# scenario too; the full-pipeline gateway's configuration does not enable it.
+cargo build --release --locked -q -p isnad-gateway -p isnad-bench --features isnad-gateway/pass-through
 ISNAD=$ROOT/target/release/isnad
 BENCH=$ROOT/target/release/isnad-bench
 
@@ -40,7 +43,7 @@ W=$(mktemp -d /tmp/isnad-bench.XXXXXX)
 PIDS=()
 trap cleanup EXIT
 
-P_PROVIDER=$(free_port); P_GATEWAY=$(free_port); P_NGINX=$(free_port)
+P_PROVIDER=$(free_port); P_GATEWAY=$(free_port); P_NGINX=$(free_port); P_PASS=$(free_port)
 "$ISNAD" certs init --dir "$W/pki" >/dev/null
 RECORDS=$ROOT/deploy/local/records/identity.person.jsonl
 
@@ -75,6 +78,10 @@ provenance_key: provenance.pk8
 tls: { ca: pki/ca.pem, cert: pki/gateway.pem, key: pki/gateway.key }
 upstreams: { identity-authority: "https://127.0.0.1:$P_PROVIDER" }
 YAML
+# The same gateway with every check off (a benchmark build only): the proxy's own cost.
+sed -e "s/^listen: .*/listen: 127.0.0.1:$P_PASS/" -e "s/dir: audit,/dir: audit-pass,/" \
+  "$W/gateway.yaml" > "$W/pass-through.yaml"
+echo "pass_through: true" >> "$W/pass-through.yaml"
 mkdir -p "$W/nginx-tmp"
 cat > "$W/nginx.conf" <<NGINX
 user root;
@@ -89,9 +96,13 @@ http {
   # flight; the benchmark keeps connections up, as isnad and the provider do.
   keepalive_requests 10000000;
   keepalive_timeout 300s;
+  # grpc_pass does not multiplex upstream: each request in flight holds its own connection to
+  # the provider, and connections beyond this cache are closed when idle (and opened again, a
+  # full handshake, on the next burst). Large enough for every request in flight of the open
+  # loop's bursts, so that nginx never pays a handshake per request.
   upstream provider {
     server 127.0.0.1:$P_PROVIDER;
-    keepalive 64;
+    keepalive 1024;
     keepalive_requests 10000000;
     keepalive_timeout 300s;
   }
@@ -118,8 +129,9 @@ NGINX
 
 ISNAD_LOG=warn "$ISNAD" provider --config "$W/provider.yaml" 2>"$W/provider.log" & PIDS+=($!); PROVIDER_PID=$!
 ISNAD_LOG=warn "$ISNAD" serve --config "$W/gateway.yaml" 2>"$W/gateway.log" & PIDS+=($!); GATEWAY_PID=$!
+ISNAD_LOG=error "$ISNAD" serve --config "$W/pass-through.yaml" 2>"$W/pass-through.log" & PIDS+=($!); PASS_PID=$!
 nginx -p "$W" -c "$W/nginx.conf" -g 'daemon off;' 2>"$W/nginx.log" & PIDS+=($!)
-wait_port "$P_PROVIDER"; wait_port "$P_GATEWAY"; wait_port "$P_NGINX"
+wait_port "$P_PROVIDER"; wait_port "$P_GATEWAY"; wait_port "$P_NGINX"; wait_port "$P_PASS"
 NGINX_PIDS=$(pgrep -d, -f "nginx.*$W/nginx.conf" || true)
 NGINX_PIDS=${NGINX_PIDS},$(pgrep -d, -P "$(cat "$W/nginx.pid")" || true)
 NGINX_PIDS=$(echo "$NGINX_PIDS" | tr ',' '\n' | grep -v '^$' | sort -u | paste -sd,)

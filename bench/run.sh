@@ -1,21 +1,27 @@
 #!/usr/bin/env bash
-# Runs three scenarios against the same provider, one after the other, in one go:
-#   direct  the load generator calls the reference provider (Provider/Fetch) itself;
-#   nginx   through nginx grpc_pass, mutual TLS on both legs (nginx presents the gateway's
-#           certificate to the provider), the same call;
-#   isnad   through the isnad gateway (Exchange/GetAttributes): authenticate, admit, authorize,
-#           consent, minimize, fetch over mTLS, filter, a durable audit record (group commit,
-#           fdatasync before each answer) and an Ed25519 provenance signature.
-# Every process is separate so its CPU time is its own. Prints a Markdown report with ratios.
+# Runs four scenarios against the same provider, one after the other, in one go:
+#   direct       the load generator calls the reference provider (Provider/Fetch) itself;
+#   nginx        through nginx grpc_pass, mutual TLS on both legs (nginx presents the gateway's
+#                certificate to the provider), the same call;
+#   isnad        through the isnad gateway (Exchange/GetAttributes): authenticate, admit,
+#                authorize, consent, minimize, fetch over mTLS, filter, a durable audit record
+#                (group commit, fdatasync before each answer) and an Ed25519 provenance signature;
+#   passthrough  the same gateway binary with every check off (`pass_through: true`, a benchmark
+#                build only): mTLS on both legs and the forwarding, nothing else.
+# Every process is separate so its CPU time is its own. Then, at half of nginx's measured
+# throughput (open loop), nginx and isnad again, for the p99 target, with the disk's fdatasync
+# time measured beside them. Prints a Markdown report with ratios.
 #
-# The scenarios are interleaved in ROUNDS rounds (direct, nginx, isnad, direct, ...), so that the
-# machine's drift (it is shared and noisy) hits all three alike; each ratio is computed per
-# round and reported as the median and range over rounds.
+# The scenarios are interleaved in ROUNDS rounds (direct, nginx, isnad, passthrough, direct,
+# ...), so that the machine's drift (it is shared and noisy) hits all alike; each ratio is
+# computed per round and reported as the median and range over rounds.
 #
 # Environment: ROUNDS (default 3), DURATION (s per scenario per round, 10), WARMUP (s, 2),
 # CONNECTIONS (4), CONCURRENCY (16 per connection), RATE (requests/s: open loop instead of
-# closed loop), OUT (also write the report to this file), PROFILE (a folder: record the gateway
-# with `perf record` during its first round and write perf's report of it there).
+# closed loop), HALF (0 skips the half-load phase), OUT (also write the report to this file),
+# PLOT (write a latency plot, PNG, there; installs gnuplot-nox from Debian when missing),
+# PROFILE (a folder: record the gateway with `perf record` during its first round and write
+# perf's report of it there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -65,12 +71,89 @@ for round in $(seq 1 "$ROUNDS"); do
     "nginx=$NGINX_PIDS" "provider=$PROVIDER_PID"
   load isnad "https://127.0.0.1:$P_GATEWAY" exchange housing-programme "" \
     "isnad=$GATEWAY_PID" "provider=$PROVIDER_PID"
+  load passthrough "https://127.0.0.1:$P_PASS" exchange housing-programme "" \
+    "isnad=$PASS_PID" "provider=$PROVIDER_PID"
 done
+
+# Half of nginx's maximum (the median of its closed-loop rounds), open loop: the p99 target.
+HALF_RESULTS=()
+if [ "${HALF:-1}" != 0 ] && [ -z "${RATE:-}" ]; then
+  HALF_RATE=$(python3 -c 'import json,statistics,sys; print(int(statistics.median(json.load(open(f))["throughput"] for f in sys.argv[1:]) / 2))' "$W"/*-nginx.json)
+  for round in $(seq 1 "$ROUNDS"); do
+    RATE=$HALF_RATE load nginx-half "https://127.0.0.1:$P_NGINX" provider gateway "" \
+      "nginx=$NGINX_PIDS" "provider=$PROVIDER_PID"
+    HALF_RESULTS+=("${RESULTS[-1]}"); unset 'RESULTS[-1]'
+    RATE=$HALF_RATE load isnad-half "https://127.0.0.1:$P_GATEWAY" exchange housing-programme "" \
+      "isnad=$GATEWAY_PID" "provider=$PROVIDER_PID"
+    HALF_RESULTS+=("${RESULTS[-1]}"); unset 'RESULTS[-1]'
+  done
+  # The audit log's batches at this rate are a few records (about 550 bytes each).
+  "$BENCH" fsync --dir "$W" --bytes 4096 --count 3000 > "$W/fsync.json"
+fi
 
 {
   echo "Benchmark of $(git -C "$ROOT" rev-parse --short HEAD), $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))"
   echo
   echo "\`bench/run.sh\` with ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP CONNECTIONS=$CONNECTIONS CONCURRENCY=$CONCURRENCY${RATE:+ RATE=$RATE}"
   echo
-  "$BENCH" report "${RESULTS[@]}" --ratio isnad/nginx --ratio isnad/direct --ratio nginx/direct
+  "$BENCH" report "${RESULTS[@]}" --ratio isnad/nginx --ratio isnad/direct \
+    --ratio passthrough/nginx --ratio nginx/direct
+  if [ ${#HALF_RESULTS[@]} -gt 0 ]; then
+    echo
+    echo "At half of nginx's maximum: $HALF_RATE requests/s, open loop."
+    echo
+    "$BENCH" report "${HALF_RESULTS[@]}" --latency-ratio isnad-half/nginx-half
+    python3 - "$W/fsync.json" "${HALF_RESULTS[@]}" <<'PY'
+import json, statistics, sys
+fsync = json.load(open(sys.argv[1]))
+runs = [json.load(open(f)) for f in sys.argv[2:]]
+p99 = lambda name: statistics.median(r["p99_us"] for r in runs if r["name"] == name) / 1000
+nginx, isnad, sync = p99("nginx-half"), p99("isnad-half"), fsync["p99_us"] / 1000
+print()
+print(f"- fdatasync of {fsync['bytes']} bytes on the audit log's file system: p50 {fsync['p50_us'] / 1000:.2f} ms, p99 {sync:.2f} ms")
+print(f"- p99 at half load: isnad {isnad:.2f} ms / target nginx's {nginx:.2f} + fsync p99 {sync:.2f} = {nginx + sync:.2f} ms: **{'met' if isnad <= nginx + sync else 'not met'}**")
+PY
+  fi
 } | tee "${OUT:-/dev/null}"
+
+if [ -n "${PLOT:-}" ]; then
+  if ! command -v gnuplot >/dev/null; then
+    echo "installing gnuplot-nox from Debian" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gnuplot-nox >/dev/null
+  fi
+  # Each scenario's latency by percentile, the median over rounds of each percentile.
+  python3 - "$W" "${RESULTS[@]}" "${HALF_RESULTS[@]}" <<'PY'
+import json, statistics, sys
+w, files = sys.argv[1], sys.argv[2:]
+runs = [json.load(open(f)) for f in files]
+for name in dict.fromkeys(r["name"] for r in runs):
+    curves = [r["latency_curve"] for r in runs if r["name"] == name]
+    with open(f"{w}/curve-{name}.dat", "w") as out:
+        for i, (p, _) in enumerate(curves[0]):
+            if p >= 100:
+                continue
+            ms = statistics.median(c[i][1] for c in curves) / 1000
+            out.write(f"{1 / (1 - p / 100):.6g} {ms:.4f} {p}\n")
+PY
+  gnuplot <<GNUPLOT
+set terminal pngcairo size 1200,520 font "sans,10" noenhanced
+set output "$PLOT"
+set multiplot layout 1,2 title "isnad bench/run.sh, $(git -C "$ROOT" rev-parse --short HEAD), $(date -u +%Y-%m-%d)"
+set logscale x
+set xtics ("p0" 1, "p50" 2, "p90" 10, "p99" 100, "p99.9" 1000, "p99.99" 10000)
+set xlabel "percentile"
+set ylabel "latency, ms"
+set grid
+set key left top
+set title "closed loop, ${CONNECTIONS} x ${CONCURRENCY} in flight"
+plot "$W/curve-direct.dat" using 1:2 with linespoints title "direct", \
+     "$W/curve-nginx.dat" using 1:2 with linespoints title "nginx grpc_pass", \
+     "$W/curve-isnad.dat" using 1:2 with linespoints title "isnad, every check", \
+     "$W/curve-passthrough.dat" using 1:2 with linespoints title "isnad pass-through"
+set title "open loop at half of nginx's maximum (${HALF_RATE:-?} requests/s)"
+plot "$W/curve-nginx-half.dat" using 1:2 with linespoints title "nginx grpc_pass", \
+     "$W/curve-isnad-half.dat" using 1:2 with linespoints title "isnad, every check"
+unset multiplot
+GNUPLOT
+  echo "latency plot: $PLOT" >&2
+fi

@@ -32,10 +32,8 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use hdrhistogram::Histogram;
 use isnad_audit::merkle::{leaf_hash, verify_inclusion};
 use isnad_audit::segment::encode_frame;
-use isnad_audit::{
-    AuditLog, AuditRecord, CheckpointSigner, Decision, LeafIndex, Options, Released, TreeSize,
-    Withheld, pseudonym, verify_dir,
-};
+use isnad_audit::{AuditLog, CheckpointSigner, LeafIndex, Options, TreeSize, verify_dir};
+use isnad_bench::synthetic::audit_record as record;
 
 // The allocator of the `isnad` binary, so that the figures are the gateway's.
 #[global_allocator]
@@ -45,68 +43,6 @@ const BIG_LOG: u64 = 10_000_000;
 const VERIFY_LOG: u64 = 1_000_000;
 const IN_FLIGHT: usize = 64;
 const APPEND_SECONDS: u64 = 5;
-
-/// A realistic record (543 bytes: five fields asked, four released, one withheld).
-fn record(i: u64) -> Vec<u8> {
-    AuditRecord {
-        time: 1_795_000_000_000_000_000 + i * 1_000,
-        node: "gw-1".into(),
-        request_id: format!("01JF{i:022}"),
-        consumer: "housing-programme".into(),
-        provider: "identity-authority".into(),
-        dataset: "identity.person".into(),
-        purpose: "housing-grant".into(),
-        legal_basis: "statute".into(),
-        basis_reference: "Federal Housing Law 2019 art. 7(2)".into(),
-        consent_id: Some(format!("consent-{:016x}", i.wrapping_mul(0x9E37_79B9))),
-        subject: pseudonym(
-            b"bench pseudonym key",
-            &format!("784-1990-{:07}-1", i % 1_000_003),
-        ),
-        requested: [
-            "full_name_en",
-            "date_of_birth",
-            "nationality",
-            "emirate",
-            "iban",
-        ]
-        .map(String::from)
-        .to_vec(),
-        released: vec![
-            Released {
-                field: "full_name_en".into(),
-                treatment: "allow".into(),
-                rule_id: "housing-identity-1".into(),
-            },
-            Released {
-                field: "date_of_birth".into(),
-                treatment: "age_over(21)".into(),
-                rule_id: "housing-identity-1".into(),
-            },
-            Released {
-                field: "nationality".into(),
-                treatment: "allow".into(),
-                rule_id: "housing-identity-1".into(),
-            },
-            Released {
-                field: "emirate".into(),
-                treatment: "allow".into(),
-                rule_id: "housing-identity-1".into(),
-            },
-        ],
-        withheld: vec![Withheld {
-            field: "iban".into(),
-            reason: "field_not_granted".into(),
-            rule_id: String::new(),
-        }],
-        decision: Decision::Released,
-        policy_revision: [0xAB; 32],
-        released_digest: [0xCD; 32],
-        status: "ok".into(),
-    }
-    .encode()
-    .expect("a bench record encodes")
-}
 
 fn signer() -> Arc<CheckpointSigner> {
     let pkcs8 = CheckpointSigner::generate_pkcs8().expect("key");

@@ -6,17 +6,16 @@
 //! cargo bench -p isnad-bench --features policy-bench --bench policy
 //! ```
 //!
-//! The store is generated deterministically: 550 agencies (500 consumers, half federal, and 50
-//! providers), one group, 50 datasets of 30 typed fields, 20 purposes, 10,000 rules. A field's
-//! treatment depends on the field only (allow, a transform that fits its type, or deny), so no
-//! two rules contradict. Before anything is timed, both engines decide every field of the request
-//! and must agree on released or withheld.
+//! The store is `isnad_bench::synthetic::policy_files` (10,000 rules, no two contradicting).
+//! Before anything is timed, both engines decide every field of the request and must agree on
+//! released or withheld.
 
 use std::fmt::Write;
 use std::hint::black_box;
 use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use isnad_bench::synthetic::*;
 use isnad_policy::{Date, FieldDecision, PolicySet, Sources};
 
 // The allocator of the `isnad` binary (gateway/src/main.rs), so that the figures are the ones the
@@ -24,107 +23,8 @@ use isnad_policy::{Date, FieldDecision, PolicySet, Sources};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const AGENCIES: usize = 500;
-const PROVIDERS: usize = 50;
-const DATASETS: usize = 50;
-const FIELDS: usize = 30;
-const PURPOSES: usize = 20;
-const RULES: usize = 10_000;
-const FIELDS_PER_RULE: usize = 8;
-
-fn field_type(field: usize) -> &'static str {
-    ["string", "int", "date", "bool", "string"][field % 5]
-}
-
-/// What every rule does with `field`, so that rules never contradict.
-fn treatment(field: usize) -> String {
-    if field % 7 == 3 {
-        return "deny".into();
-    }
-    if field % 4 != 1 {
-        return "allow".into();
-    }
-    match field_type(field) {
-        "string" => "{ mask: { keep_last: 4 } }".into(),
-        "int" => "{ generalize: { step: 1000 } }".into(),
-        "date" => "{ derive: age_over(18) }".into(),
-        _ => "allow".into(),
-    }
-}
-
-/// The rule `i`: consumer, dataset, purpose and fields.
-fn rule(i: usize) -> (String, usize, usize, Vec<usize>) {
-    let consumer = if i % 100 == 99 {
-        "federal".to_owned()
-    } else {
-        format!("a{:04}", i % AGENCIES)
-    };
-    let fields = (0..FIELDS_PER_RULE)
-        .map(|k| (i / AGENCIES + 3 * k) % FIELDS)
-        .collect();
-    (consumer, (i * 7) % DATASETS, (i * 3) % PURPOSES, fields)
-}
-
 fn store() -> Sources {
-    let mut catalogue = String::from("federation: bench.example\nagencies:\n");
-    for a in 0..AGENCIES {
-        if a % 2 == 0 {
-            writeln!(catalogue, "  a{a:04}: {{ name: A{a}, level: federal }}").ok();
-        } else {
-            writeln!(
-                catalogue,
-                "  a{a:04}: {{ name: A{a}, level: local, emirate: dubai }}"
-            )
-            .ok();
-        }
-    }
-    for p in 0..PROVIDERS {
-        writeln!(
-            catalogue,
-            "  p{p:02}: {{ name: P{p}, level: federal, endpoint: \"https://p{p}.example:7601\" }}"
-        )
-        .ok();
-    }
-    catalogue.push_str("groups:\n  federal: { level: federal }\ndatasets:\n");
-    for d in 0..DATASETS {
-        writeln!(
-            catalogue,
-            "  d{d:02}:\n    provider: p{:02}\n    fields:",
-            d % PROVIDERS
-        )
-        .ok();
-        for f in 0..FIELDS {
-            writeln!(
-                catalogue,
-                "      f{f:02}: {{ type: {}, class: personal }}",
-                field_type(f)
-            )
-            .ok();
-        }
-    }
-    catalogue.push_str("purposes:\n");
-    for u in 0..PURPOSES {
-        writeln!(catalogue, "  u{u:02}: {{ code: U{u} }}").ok();
-    }
-    let mut files = vec![("catalogue.yaml".to_owned(), catalogue.into_bytes())];
-    for chunk in 0..10 {
-        let mut rules = String::from("rules:\n");
-        for i in chunk * RULES / 10..(chunk + 1) * RULES / 10 {
-            let (consumer, dataset, purpose, fields) = rule(i);
-            writeln!(
-                rules,
-                "  - id: r{i:05}\n    consumer: {consumer}\n    dataset: d{dataset:02}\n    \
-                 purpose: u{purpose:02}\n    legal_basis: statute\n    reference: Law {i}\n    \
-                 fields:"
-            )
-            .ok();
-            for f in fields {
-                writeln!(rules, "      f{f:02}: {}", treatment(f)).ok();
-            }
-        }
-        files.push((format!("rules/r{chunk}.yaml"), rules.into_bytes()));
-    }
-    Sources::from_files(files)
+    Sources::from_files(policy_files())
 }
 
 /// The same grants as cedar policies, narrowed to `consumer`: its own rules and its groups';

@@ -114,7 +114,16 @@ pub(crate) struct LoadResult {
     /// CPU time over the measured time (cores kept busy), by process name.
     #[serde(default)]
     pub(crate) cpu_cores: Vec<(String, f64)>,
+    /// Latency by percentile, for plots: (percentile, microseconds) from p0 to p99.99 and max.
+    #[serde(default)]
+    pub(crate) latency_curve: Vec<(f64, u64)>,
 }
+
+/// The percentiles of [`LoadResult::latency_curve`]: dense where tails differ.
+const CURVE: [f64; 16] = [
+    0.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 97.5, 99.0, 99.5, 99.75, 99.9, 99.95, 99.975, 99.99,
+    100.0,
+];
 
 #[derive(Clone)]
 enum Target {
@@ -495,6 +504,10 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<LoadResult> {
         failures,
         cpu_us_per_request,
         cpu_cores,
+        latency_curve: CURVE
+            .iter()
+            .map(|&p| (p, histogram.value_at_percentile(p)))
+            .collect(),
     })
 }
 

@@ -5,11 +5,15 @@
 //! in flight) or open-loop at a fixed rate, records latencies in an HDR histogram, reads the CPU
 //! time of the named server processes from `/proc`, and prints one JSON object.
 //! `isnad-bench report` turns the JSON of several runs into a Markdown table with ratios.
+//! `isnad-bench fixture` and `isnad-bench startup` measure a node's start-up with a large policy
+//! store and audit log (`bench/startup.sh`).
 //! `bench/run.sh` runs the scenarios side by side.
 
 mod connections;
+mod disk;
 mod load;
 mod report;
+mod startup;
 
 use clap::{Parser, Subcommand};
 
@@ -31,6 +35,12 @@ enum Command {
     Handshakes(Box<connections::HandshakeArgs>),
     /// Hold many idle mTLS connections open and report the servers' resident memory, as JSON.
     Idle(Box<connections::IdleArgs>),
+    /// Time appends with fdatasync on a file system, as JSON.
+    Fsync(disk::FsyncArgs),
+    /// Write a 10,000-rule policy store and fill an audit log with realistic records.
+    Fixture(startup::FixtureArgs),
+    /// Time `isnad serve` from spawning to accepting a connection, as JSON.
+    Startup(startup::StartupArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -57,6 +67,9 @@ fn main() -> anyhow::Result<()> {
             let result = runtime.block_on(connections::idle(*args))?;
             println!("{}", serde_json::to_string(&result)?);
         }
+        Command::Fsync(args) => println!("{}", serde_json::to_string(&disk::fsync(args)?)?),
+        Command::Fixture(args) => println!("{}", serde_json::to_string(&startup::fixture(args)?)?),
+        Command::Startup(args) => println!("{}", serde_json::to_string(&startup::startup(args)?)?),
     }
     Ok(())
 }
