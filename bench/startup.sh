@@ -2,7 +2,8 @@
 # Start-up time of a gateway node (issue 7): from exec to accepting connections, with the
 # synthetic store of 10,000 rules and an audit log of RECORDS (default 1,000,000) realistic
 # records, against a baseline measured in the same run: the same node with the sample policy
-# (deploy/local, 12 rules) and an empty audit log. Target: at most 200 ms.
+# (deploy/local, 12 rules) and an empty audit log; and each large part alone. Target: at most
+# 200 ms.
 #
 #   bench/startup.sh                    # RUNS=5 starts of each; RECORDS=1000000; KEEP=1 keeps $W
 #
@@ -50,16 +51,22 @@ tls: { ca: $W/pki/ca.pem, cert: $W/pki/gateway.pem, key: $W/pki/gateway.key }
 upstreams: {}
 YAML
 }
-P_BASE=$(free_port); P_LARGE=$(free_port)
-config baseline "$ROOT/deploy/local" "$W/baseline-audit" "$W/baseline-audit.pk8" "$P_BASE"
-config large "$FIXTURE/policy" "$FIXTURE/audit" "$FIXTURE/audit.pk8" "$P_LARGE"
+# The baseline, each large part alone, and both. The rules-only node's empty log is signed as
+# the synthetic federation's; the log-only node's origin is set to the fixture's.
+"$ISNAD" audit keygen --out "$W/rules-audit.pk8" >/dev/null
+config baseline "$ROOT/deploy/local" "$W/baseline-audit" "$W/baseline-audit.pk8" "$(free_port)"
+config rules "$FIXTURE/policy" "$W/rules-audit" "$W/rules-audit.pk8" "$(free_port)"
+config log "$ROOT/deploy/local" "$FIXTURE/audit" "$FIXTURE/audit.pk8" "$(free_port)"
+sed -i "s|^audit: { dir: $FIXTURE/audit, key: $FIXTURE/audit.pk8 }|audit: { dir: $FIXTURE/audit, key: $FIXTURE/audit.pk8, origin: bench.example/audit/gateway }|" "$W/log.yaml"
+config large "$FIXTURE/policy" "$FIXTURE/audit" "$FIXTURE/audit.pk8" "$(free_port)"
 
-# Interleaved, so that the machine's drift hits both alike.
+# Interleaved, so that the machine's drift hits all alike.
 for round in $(seq 1 "$RUNS"); do
-  ISNAD_LOG=warn "$BENCH" startup --isnad "$ISNAD" --config "$W/baseline.yaml" \
-    --listen "127.0.0.1:$P_BASE" --runs 1 > "$W/baseline-$round.json"
-  ISNAD_LOG=warn "$BENCH" startup --isnad "$ISNAD" --config "$W/large.yaml" \
-    --listen "127.0.0.1:$P_LARGE" --runs 1 > "$W/large-$round.json"
+  for node in baseline rules log large; do
+    listen=$(sed -n 's/^listen: //p' "$W/$node.yaml")
+    ISNAD_LOG=warn "$BENCH" startup --isnad "$ISNAD" --config "$W/$node.yaml" \
+      --listen "$listen" --runs 1 > "$W/$node-$round.json"
+  done
 done
 
 python3 - "$W" "$RUNS" "$RECORDS" <<'PY'
@@ -70,8 +77,12 @@ base, large = ms("baseline"), ms("large")
 ratios = [l / b for l, b in zip(large, base)]
 print("| node | starts | median ms | min ms | max ms |")
 print("|---|---:|---:|---:|---:|")
-print(f"| sample policy (12 rules), empty audit log | {runs} | {statistics.median(base):.1f} | {min(base):.1f} | {max(base):.1f} |")
-print(f"| 10,000 rules, {records:,} audit records | {runs} | {statistics.median(large):.1f} | {min(large):.1f} | {max(large):.1f} |")
+for name, what in [("baseline", "sample policy (12 rules), empty audit log"),
+                   ("rules", "10,000 rules, empty audit log"),
+                   ("log", f"sample policy, {records:,} audit records"),
+                   ("large", f"10,000 rules, {records:,} audit records")]:
+    m = ms(name)
+    print(f"| {what} | {runs} | {statistics.median(m):.1f} | {min(m):.1f} | {max(m):.1f} |")
 print()
 print(f"- large / baseline: **{statistics.median(ratios):.1f}x** median (range {min(ratios):.1f} to {max(ratios):.1f})")
 m = statistics.median(large)
