@@ -77,6 +77,9 @@ audit: { dir: audit, key: audit.pk8, commit_delay_us: ${COMMIT_DELAY_US:-200} }
 provenance_key: provenance.pk8
 tls: { ca: pki/ca.pem, cert: pki/gateway.pem, key: pki/gateway.key }
 upstreams: { identity-authority: "https://127.0.0.1:$P_PROVIDER" }
+# One agency sends all the load: its requests in flight may exceed the default of 256 in the
+# open loop's bursts, which would be refused (agency_busy) rather than measured.
+limits: { agency_in_flight: 4096 }
 YAML
 # The same gateway with every check off (a benchmark build only): the proxy's own cost.
 sed -e "s/^listen: .*/listen: 127.0.0.1:$P_PASS/" -e "s/dir: audit,/dir: audit-pass,/" \
