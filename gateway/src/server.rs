@@ -204,23 +204,17 @@ impl Admin for AdminService {
     }
 }
 
-/// The `federation` of the policy store's catalogue, read alone (the store is compiled later).
-fn federation_of(policy: &std::path::Path) -> anyhow::Result<String> {
+/// The `federation` of the policy store's catalogue, read alone (the store is compiled later),
+/// or `None` if the catalogue cannot be read that way (the compilation will say why).
+fn federation_of(policy: &std::path::Path) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct Head {
         federation: String,
     }
-    let path = policy.join("catalogue.yaml");
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| anyhow::anyhow!("policy {}: {e}", path.display()))?;
-    let head: Head = serde_saphyr::from_str(&text).map_err(|e| {
-        anyhow::anyhow!(
-            "policy {}: {e}; run `isnad policy check {}` for every error",
-            path.display(),
-            policy.display()
-        )
-    })?;
-    Ok(head.federation)
+    let text = std::fs::read_to_string(policy.join("catalogue.yaml")).ok()?;
+    serde_saphyr::from_str::<Head>(&text)
+        .ok()
+        .map(|head| head.federation)
 }
 
 /// How long requests in flight get to finish after the shutdown signal.
@@ -273,15 +267,22 @@ impl Gateway {
             let provenance = ProvenanceSigner::load(&config.node, &config.provenance_key)?;
             AuditTrail::open(&config.audit, origin, provenance)
         };
-        // The audit log opens beside the policy's compilation: its recovery reads every segment
-        // and the compilation parses every rule, the two longest steps of a start. The log's
-        // origin names the federation, read ahead from the catalogue alone; a catalogue that
-        // cannot be read ahead is left to the compilation, which reports every error, and the
-        // log opens after it.
+        // An existing audit log opens beside the policy's compilation: its recovery reads every
+        // segment and the compilation parses every rule, the two longest steps of a start. The
+        // log's origin names the federation, read ahead from the catalogue alone. Only a log
+        // that exists: its `log.pub` names its origin, so a read-ahead origin that is wrong
+        // (the catalogue unverified yet, or changed between the two reads) fails to open it
+        // before anything is written, where a new log would be created in its name. A new log
+        // (nothing to recover), or a catalogue that cannot be read ahead (the compilation
+        // reports every error), opens after the compilation.
         let node_origin = |federation: &str| format!("{federation}/audit/{}", config.node);
-        let read_ahead = match &config.audit.origin {
-            Some(origin) => Some(origin.clone()),
-            None => federation_of(&config.policy).ok().map(|f| node_origin(&f)),
+        let read_ahead = if config.audit.dir.join(isnad_audit::KEY_FILE).exists() {
+            match &config.audit.origin {
+                Some(origin) => Some(origin.clone()),
+                None => federation_of(&config.policy).map(|f| node_origin(&f)),
+            }
+        } else {
+            None
         };
         let (store, audit) = std::thread::scope(|scope| {
             let audit = read_ahead
@@ -316,15 +317,12 @@ impl Gateway {
             .clone()
             .unwrap_or_else(|| node_origin(&federation));
         let audit = match audit {
+            Some(opened) if read_ahead.as_deref() == Some(origin.as_str()) => opened?,
+            // Read ahead under another name (the catalogue changed between the two reads): closed
+            // if it opened at all, and opened again under the compiled catalogue's.
             Some(opened) => {
-                let audit = opened?;
-                anyhow::ensure!(
-                    read_ahead.as_deref() == Some(origin.as_str()),
-                    "policy {}: the catalogue's federation changed to {federation:?} while the \
-                     gateway started; start it again",
-                    config.policy.display()
-                );
-                audit
+                drop(opened);
+                open_audit(&origin)?
             }
             None => open_audit(&origin)?,
         };

@@ -477,3 +477,97 @@ async fn a_request_in_flight_during_a_reload_finishes_under_the_policy_it_starte
     );
     assert!(new.attributes.contains_key("sex"));
 }
+
+/// A node opens an existing audit log beside the policy's compilation, naming it after the
+/// federation read ahead from the catalogue before the store's signature is checked. A tampered
+/// catalogue that names another federation must neither start the node nor touch the log.
+#[tokio::test]
+async fn a_tampered_catalogue_neither_starts_a_node_nor_touches_its_audit_log() {
+    let federation = Federation::start();
+    let store = tempfile::tempdir().expect("tempdir");
+    copy_sample(store.path());
+    let key = isnad_policy::SigningKey::generate().expect("key");
+    let public = store.path().join("team.pub");
+    std::fs::write(&public, key.verifying_key().to_string()).expect("write");
+    let sources = isnad_policy::Sources::read_dir(store.path()).expect("reads");
+    std::fs::write(
+        store.path().join("policy.sig"),
+        key.sign(&sources.revision()),
+    )
+    .expect("sign");
+    let config = federation.gateway_config(
+        store.path(),
+        &[],
+        LIMITS,
+        &format!("policy_signing_key: {}\n", public.display()),
+    );
+    let mut node = federation.start_gateway(&config);
+    // Answered or refused, the request is recorded: the log has a record, a checkpoint and
+    // its key.
+    let _ = get(
+        &mut isnad_tests::client_with(node.addr, &federation.material("housing-programme")),
+        request("identity.person", "housing-grant", &["full_name_en"]),
+    )
+    .await;
+    node.process
+        .terminate(Duration::from_secs(10))
+        .await
+        .expect("stops");
+    let snapshot = |dir: &Path| -> Vec<(String, Vec<u8>)> {
+        let mut files: Vec<(String, Vec<u8>)> = ["log.pub", "checkpoint", "offsets"]
+            .iter()
+            .map(|name| {
+                (
+                    name.to_string(),
+                    std::fs::read(dir.join(name)).expect("read"),
+                )
+            })
+            .collect();
+        for dir in [dir.join("segments"), dir.join("checkpoints")] {
+            for entry in std::fs::read_dir(&dir).expect("list") {
+                let path = entry.expect("entry").path();
+                files.push((
+                    path.display().to_string(),
+                    std::fs::read(&path).expect("read"),
+                ));
+            }
+        }
+        files.sort();
+        files
+    };
+    let before = snapshot(&config.audit);
+
+    let catalogue = store.path().join("catalogue.yaml");
+    let text = std::fs::read_to_string(&catalogue).expect("read");
+    replace(
+        &catalogue,
+        &text.replace("federation: isnad.example", "federation: evil.example"),
+    );
+    let output = std::process::Command::new(isnad_tests::isnad_bin())
+        .args(["serve", "--config"])
+        .arg(&config.path)
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("changed after it was signed"), "{stderr}");
+    assert_eq!(before, snapshot(&config.audit), "the log was touched");
+
+    // A node's first start: no log is made in the tampered catalogue's name.
+    let first = federation.gateway_config(
+        store.path(),
+        &[],
+        LIMITS,
+        &format!("policy_signing_key: {}\n", public.display()),
+    );
+    let output = std::process::Command::new(isnad_tests::isnad_bin())
+        .args(["serve", "--config"])
+        .arg(&first.path)
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    assert!(
+        !first.audit.join("log.pub").exists(),
+        "a log was made for the tampered federation"
+    );
+}
