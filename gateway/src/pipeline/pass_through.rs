@@ -31,7 +31,7 @@ impl Pipeline {
             .get(request.dataset.as_str())
             .ok_or_else(|| {
                 Denial::new(
-                    Step::Admit,
+                    Step::Authorize,
                     Code::InvalidArgument,
                     "unknown_dataset",
                     "no such dataset in the catalogue",
