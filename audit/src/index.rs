@@ -137,9 +137,9 @@ fn entry_at(file: &File, i: u64) -> std::io::Result<(u64, u64)> {
     Ok((u64::from_le_bytes(k), u64::from_le_bytes(l)))
 }
 
-/// The first entry whose leaf is at least `leaf` (entries are in leaf order).
-fn lower_bound(file: &File, leaf: u64) -> std::io::Result<u64> {
-    let (mut lo, mut hi) = (0u64, file.metadata()?.len() / ENTRY as u64);
+/// The first of the `entries` entries whose leaf is at least `leaf` (entries are in leaf order).
+fn lower_bound(file: &File, entries: u64, leaf: u64) -> std::io::Result<u64> {
+    let (mut lo, mut hi) = (0u64, entries);
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
         if entry_at(file, mid)?.1 < leaf {
@@ -190,10 +190,18 @@ impl Index {
                     .create(true)
                     .truncate(false)
                     .open(&path)?;
-                let whole = file.metadata()?.len() / ENTRY as u64;
-                file.set_len(whole * ENTRY as u64)?;
-                let cut = lower_bound(&file, position)?;
-                file.set_len(cut * ENTRY as u64)?;
+                // Cut a partial entry and every entry past the sync point; a bucket that has
+                // none (every bucket after a clean stop) is not written at all.
+                let len = file.metadata()?.len();
+                let whole = len / ENTRY as u64;
+                let keep = if whole == 0 || entry_at(&file, whole - 1)?.1 < position {
+                    whole
+                } else {
+                    lower_bound(&file, whole, position)?
+                };
+                if keep * ENTRY as u64 != len {
+                    file.set_len(keep * ENTRY as u64)?;
+                }
                 buckets.push(Some(file));
             }
         }
@@ -392,7 +400,7 @@ impl Index {
             let path = self.dir.join(KINDS[kind]).join(format!("{:02x}", h & 0xff));
             let io = |e: std::io::Error| ReadError::io(&path, &e);
             let total = file.metadata().map_err(io)?.len() / ENTRY as u64;
-            let mut at = lower_bound(file, start).map_err(io)?;
+            let mut at = lower_bound(file, total, start).map_err(io)?;
             let mut buf = vec![0u8; 4096 * ENTRY];
             'outer: while at < total {
                 let n = (total - at).min(4096);
