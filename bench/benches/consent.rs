@@ -1,8 +1,8 @@
 //! The consent step's speed: verifying a consent token (EdDSA and ES256) the first time and
-//! from the cache, against a bare signature check of the same bytes as the baseline (ring's;
-//! and ed25519-dalek's with the key parsed, what the verifier's EdDSA check is built on); and one
-//! admission to the shared state, in process and against a real redis-server on loopback,
-//! against a bare Redis PING round trip as the baseline.
+//! from the cache, against a bare signature check of the same bytes as the baseline (ring's,
+//! for each algorithm, and ed25519-dalek's with the key parsed, what the verifier's EdDSA check
+//! is built on); and one admission to the shared state, in process and against a real
+//! redis-server on loopback, against a bare Redis PING round trip as the baseline.
 //!
 //! ```sh
 //! cargo bench -p isnad-bench --features consent-bench --bench consent
@@ -96,6 +96,26 @@ fn tokens(c: &mut Criterion) {
         .expect("a point");
     let dalek_signature = ed25519_dalek::Signature::from_slice(&signature).expect("64 bytes");
     let public = ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, public);
+    // The ES256 baseline: ring's P-256 ECDSA check of that token's signature, nothing else.
+    let (ec_input, ec_signature) = ec_token.rsplit_once('.').expect("three parts");
+    let ec_signature = base64::Engine::decode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        ec_signature,
+    )
+    .expect("base64url");
+    let ec_jwk = ec.public_jwk();
+    let coordinate = |name: &str| {
+        base64::Engine::decode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            ec_jwk[name].as_str().expect("coordinate"),
+        )
+        .expect("base64url")
+    };
+    let mut point = vec![0x04];
+    point.extend(coordinate("x"));
+    point.extend(coordinate("y"));
+    let ec_public =
+        ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_FIXED, point);
 
     let mut group = c.benchmark_group("consent token");
     group.bench_function("baseline: ring Ed25519 signature check alone", |b| {
@@ -113,6 +133,13 @@ fn tokens(c: &mut Criterion) {
     });
     group.bench_function("verify EdDSA token, not cached", |b| {
         b.iter(|| black_box(uncached.verify(black_box(&ed_token), &request(), now)))
+    });
+    group.bench_function("baseline: ring P-256 ECDSA signature check alone", |b| {
+        b.iter(|| {
+            ec_public
+                .verify(black_box(ec_input.as_bytes()), &ec_signature)
+                .expect("valid")
+        })
     });
     group.bench_function("verify ES256 token, not cached", |b| {
         b.iter(|| black_box(uncached.verify(black_box(&ec_token), &request(), now)))
