@@ -204,3 +204,24 @@ pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> {
         }
     }
 }
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::time::Duration;
+
+    /// A SIGTERM that arrives after `shutdown_signal()` is called, before its future is first
+    /// polled (a node still loading), completes it instead of killing the process.
+    #[tokio::test]
+    async fn a_stop_asked_for_before_serving_is_kept_for_when_it_serves() {
+        let shutdown = super::shutdown_signal();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &std::process::id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success());
+        // Still alive: the signal was caught, and the future completes when polled.
+        tokio::time::timeout(Duration::from_secs(5), shutdown)
+            .await
+            .expect("the stop was kept");
+    }
+}
