@@ -137,10 +137,14 @@ for name in dict.fromkeys(r["name"] for r in runs):
             ms = statistics.median(c[i][1] for c in curves) / 1000
             out.write(f"{1 / (1 - p / 100):.6g} {ms:.4f} {p}\n")
 PY
+  # The right-hand panel only when the half-load phase ran.
+  HALF_PLOT="set title \"open loop at half of nginx's maximum (${HALF_RATE:-} requests/s)\"
+plot \"$W/curve-nginx-half.dat\" using 1:2 with linespoints title \"nginx grpc_pass\", \"$W/curve-isnad-half.dat\" using 1:2 with linespoints title \"isnad, every check\""
+  [ ${#HALF_RESULTS[@]} -gt 0 ] || HALF_PLOT=""
   gnuplot <<GNUPLOT
 set terminal pngcairo size 1200,520 font "sans,10" noenhanced
 set output "$PLOT"
-set multiplot layout 1,2 title "isnad bench/run.sh, $(git -C "$ROOT" rev-parse --short HEAD), $(date -u +%Y-%m-%d)"
+set multiplot layout 1,$([ -n "$HALF_PLOT" ] && echo 2 || echo 1) title "isnad bench/run.sh, $(git -C "$ROOT" rev-parse --short HEAD), $(date -u +%Y-%m-%d)"
 set logscale x
 set xtics ("p0" 1, "p50" 2, "p90" 10, "p99" 100, "p99.9" 1000, "p99.99" 10000)
 set xlabel "percentile"
@@ -152,9 +156,7 @@ plot "$W/curve-direct.dat" using 1:2 with linespoints title "direct", \
      "$W/curve-nginx.dat" using 1:2 with linespoints title "nginx grpc_pass", \
      "$W/curve-isnad.dat" using 1:2 with linespoints title "isnad, every check", \
      "$W/curve-passthrough.dat" using 1:2 with linespoints title "isnad pass-through"
-set title "open loop at half of nginx's maximum (${HALF_RATE:-?} requests/s)"
-plot "$W/curve-nginx-half.dat" using 1:2 with linespoints title "nginx grpc_pass", \
-     "$W/curve-isnad-half.dat" using 1:2 with linespoints title "isnad, every check"
+$HALF_PLOT
 unset multiplot
 GNUPLOT
   echo "latency plot: $PLOT" >&2
