@@ -425,6 +425,18 @@ pub struct Gateway {
     pub process: Process,
 }
 
+/// Runs `isnad serve --config config`, which must refuse to start; returns what it printed on
+/// standard error.
+pub fn serve_refused(config: &Path) -> String {
+    let output = Command::new(isnad_bin())
+        .args(["serve", "--config"])
+        .arg(config)
+        .output()
+        .expect("isnad runs");
+    assert!(!output.status.success(), "the gateway started");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
 /// A client of the gateway at `addr` presenting `material`.
 pub fn client_with(addr: SocketAddr, material: &TlsMaterial) -> ExchangeClient<Channel> {
     ExchangeClient::new(channel_with(addr, material))

@@ -457,13 +457,7 @@ async fn a_damaged_log_stops_the_gateway_from_starting_and_a_torn_tail_does_not(
     let mut damaged = original.clone();
     damaged[60] ^= 0x40;
     std::fs::write(&segment, &damaged).expect("write");
-    let output = std::process::Command::new(isnad_tests::isnad_bin())
-        .args(["serve", "--config"])
-        .arg(&config.path)
-        .output()
-        .expect("runs");
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = isnad_tests::serve_refused(&config.path);
     let name = segment
         .file_name()
         .expect("name")

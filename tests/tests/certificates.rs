@@ -35,6 +35,20 @@ fn isnad(args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// Issues the gateway a new certificate (and key) in the federation's PKI directory `pki`.
+fn reissue_gateway_certificate(pki: &std::path::Path) {
+    isnad(&[
+        "certs",
+        "issue",
+        "--dir",
+        pki.to_str().expect("utf-8"),
+        "--name",
+        "gateway",
+        "--spiffe-id",
+        "spiffe://isnad.example/gateway/gateway",
+    ]);
+}
+
 fn hangup(process: &Process) {
     let sent = std::process::Command::new("kill")
         .args(["-HUP", &process.pid().to_string()])
@@ -209,16 +223,7 @@ async fn the_gateway_certificate_rotates_without_restart() {
     get(&mut open, ask()).await.expect("served");
     let before = gateway_serial(&federation).await;
 
-    isnad(&[
-        "certs",
-        "issue",
-        "--dir",
-        pki.to_str().expect("utf-8"),
-        "--name",
-        "gateway",
-        "--spiffe-id",
-        "spiffe://isnad.example/gateway/gateway",
-    ]);
+    reissue_gateway_certificate(&pki);
     hangup(&federation.process);
     wait_for_log(&federation.process, "TLS material reloaded", 1).await;
 
@@ -261,16 +266,7 @@ async fn providers_see_the_rotated_client_certificate_on_new_connections() {
     get(&mut client, ask()).await.expect("served");
     assert_eq!(double.callers(), vec![old]);
 
-    isnad(&[
-        "certs",
-        "issue",
-        "--dir",
-        pki.to_str().expect("utf-8"),
-        "--name",
-        "gateway",
-        "--spiffe-id",
-        "spiffe://isnad.example/gateway/gateway",
-    ]);
+    reissue_gateway_certificate(&pki);
     let new = sha256(federation.material("gateway").chain[0].as_ref());
     assert_ne!(old, new);
     hangup(&node.process);

@@ -190,13 +190,7 @@ async fn a_release_build_refuses_the_benchmark_pass_through_mode() {
     let config = federation
         .sample_gateway_config("", "pass_through: true\n")
         .path;
-    let output = std::process::Command::new(isnad_tests::isnad_bin())
-        .args(["serve", "--config"])
-        .arg(&config)
-        .output()
-        .expect("runs");
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = isnad_tests::serve_refused(&config);
     assert!(
         stderr.contains("built without the benchmark-only cargo feature `pass-through`"),
         "{stderr}"

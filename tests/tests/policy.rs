@@ -409,13 +409,7 @@ async fn a_gateway_refuses_to_start_on_an_unsigned_store_when_a_key_is_configure
             &format!("policy_signing_key: {}\n", public.display()),
         )
         .path;
-    let output = std::process::Command::new(isnad_tests::isnad_bin())
-        .args(["serve", "--config"])
-        .arg(&config)
-        .output()
-        .expect("runs");
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = isnad_tests::serve_refused(&config);
     assert!(stderr.contains("policy.sig is missing"), "{stderr}");
 }
 
@@ -543,13 +537,7 @@ async fn a_tampered_catalogue_neither_starts_a_node_nor_touches_its_audit_log() 
         &catalogue,
         &text.replace("federation: isnad.example", "federation: evil.example"),
     );
-    let output = std::process::Command::new(isnad_tests::isnad_bin())
-        .args(["serve", "--config"])
-        .arg(&config.path)
-        .output()
-        .expect("runs");
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = isnad_tests::serve_refused(&config.path);
     assert!(stderr.contains("changed after it was signed"), "{stderr}");
     assert_eq!(before, snapshot(&config.audit), "the log was touched");
 
@@ -560,12 +548,7 @@ async fn a_tampered_catalogue_neither_starts_a_node_nor_touches_its_audit_log() 
         LIMITS,
         &format!("policy_signing_key: {}\n", public.display()),
     );
-    let output = std::process::Command::new(isnad_tests::isnad_bin())
-        .args(["serve", "--config"])
-        .arg(&first.path)
-        .output()
-        .expect("runs");
-    assert!(!output.status.success());
+    isnad_tests::serve_refused(&first.path);
     assert!(
         !first.audit.join("log.pub").exists(),
         "a log was made for the tampered federation"
