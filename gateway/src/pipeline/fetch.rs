@@ -10,28 +10,28 @@
 //! opens it again. Other providers are never affected.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use isnad_policy::{AgencyId, Catalogue};
-use isnad_proto::v1::provider_client::ProviderClient;
 use isnad_proto::v1::{FetchRequest, Value};
-use isnad_tls::client::ChannelSettings;
+use isnad_tls::client::{ChannelSettings, Target};
 use isnad_tls::policy::ExpectedPeer;
 use isnad_tls::{LiveTls, SpiffeId};
 use tokio::time::Instant;
 use tonic::Code;
-use tonic::transport::Channel;
 
 use super::{Denial, Step};
 use crate::config::Limits;
 
-/// A provider's channels: several HTTP/2 connections, used in turn, and its circuit breaker.
+mod unary;
+
+use unary::{CallError, Upstream};
+
+/// A provider's connections (several HTTP/2 connections, used in turn) and its circuit breaker.
 #[derive(Debug)]
 struct Pool {
-    clients: Vec<ProviderClient<Channel>>,
-    next: AtomicUsize,
+    upstream: Upstream,
     breaker: Breaker,
 }
 
@@ -150,7 +150,7 @@ pub struct Upstreams {
 }
 
 impl Upstreams {
-    /// Prepares lazy channels (they connect on first use) to every agency with an endpoint.
+    /// Prepares connection pools (they connect on first use) to every agency with an endpoint.
     /// `overrides` replaces the catalogue's endpoint of an agency.
     pub fn new(
         catalogue: &Catalogue,
@@ -175,28 +175,24 @@ impl Upstreams {
                 tls,
                 ExpectedPeer::Exactly(id),
             )?);
-            let clients = (0..limits.upstream_connections.max(1))
-                .map(|_| {
-                    isnad_tls::client::channel(
-                        endpoint,
-                        config.clone(),
-                        ChannelSettings {
-                            coalesce_writes: true,
-                            revocation: Some(tls.clone()),
-                            ..ChannelSettings::default()
-                        },
-                    )
-                    .map(|channel| {
-                        ProviderClient::new(channel)
-                            .max_decoding_message_size(limits.max_provider_reply_bytes)
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+            let target = Target::parse(endpoint)?;
+            let settings = ChannelSettings {
+                coalesce_writes: true,
+                revocation: Some(tls.clone()),
+                ..ChannelSettings::default()
+            };
+            let upstream = Upstream::new(
+                target,
+                config,
+                settings,
+                limits.upstream_connections,
+                limits.max_provider_reply_bytes,
+            )
+            .map_err(|e| anyhow::anyhow!("agency {}: endpoint {endpoint}: {e}", agency.id))?;
             pools.insert(
                 agency.id.as_str().to_owned(),
                 Pool {
-                    clients,
-                    next: AtomicUsize::new(0),
+                    upstream,
                     breaker: Breaker::new(limits),
                 },
             );
@@ -229,69 +225,67 @@ impl Upstreams {
                 ),
             )
         })?;
-        let turn = pool.next.fetch_add(1, Ordering::Relaxed) % pool.clients.len();
-        let mut client = pool.clients[turn].clone();
-        let mut call = tonic::Request::new(request);
-        call.set_timeout(deadline.saturating_duration_since(Instant::now()));
-        let reply = match tokio::time::timeout_at(deadline, client.fetch(call)).await {
-            Err(_) => {
-                permit.failed(provider);
-                return Err(deny(
-                    Code::DeadlineExceeded,
-                    "provider_timeout",
-                    format!("provider {provider} did not answer within the deadline"),
-                ));
-            }
-            Ok(reply) => reply,
+        let call = pool
+            .upstream
+            .fetch(&request, deadline.saturating_duration_since(Instant::now()));
+        let timed_out = || {
+            deny(
+                Code::DeadlineExceeded,
+                "provider_timeout",
+                format!("provider {provider} did not answer within the deadline"),
+            )
         };
-        match reply {
+        let Ok(reply) = tokio::time::timeout_at(deadline, call).await else {
+            permit.failed(provider);
+            return Err(timed_out());
+        };
+        let error = match reply {
             Ok(response) => {
                 permit.succeeded();
-                Ok(response.into_inner().attributes)
+                return Ok(response.attributes);
             }
-            Err(status) if status.code() == Code::NotFound => {
+            Err(CallError::Status(Code::NotFound)) => {
                 // An answer: the provider works, it has no record of this person.
                 permit.succeeded();
-                Err(deny(
+                return Err(deny(
                     Code::NotFound,
                     "subject_not_found",
                     format!("provider {provider} holds no record for this subject"),
-                ))
+                ));
             }
-            Err(status) => {
-                permit.failed(provider);
-                // The provider's message is not passed on: it is not ours to vouch for.
-                tracing::info!(%provider, code = ?status.code(), "provider call failed");
-                Err(match status.code() {
-                    // tonic's answer to a reply over max_decoding_message_size.
-                    Code::OutOfRange => deny(
-                        Code::Unavailable,
-                        "provider_reply_too_large",
-                        format!("provider {provider} sent a reply over the gateway's size limit"),
-                    ),
-                    Code::DeadlineExceeded | Code::Cancelled => deny(
-                        Code::DeadlineExceeded,
-                        "provider_timeout",
-                        format!("provider {provider} did not answer within the deadline"),
-                    ),
-                    Code::Unavailable => deny(
-                        Code::Unavailable,
-                        "provider_unavailable",
-                        format!("provider {provider} cannot be reached"),
-                    ),
-                    Code::PermissionDenied | Code::Unauthenticated => deny(
-                        Code::Unavailable,
-                        "provider_refused",
-                        format!("provider {provider} refused the gateway"),
-                    ),
-                    code => deny(
-                        Code::Unavailable,
-                        "provider_error",
-                        format!("provider {provider} failed ({code:?})"),
-                    ),
-                })
-            }
-        }
+            Err(error) => error,
+        };
+        permit.failed(provider);
+        // The provider's own message is neither read nor passed on: it is not ours to vouch for.
+        tracing::info!(%provider, %error, "provider call failed");
+        Err(match error {
+            CallError::TooLarge => deny(
+                Code::Unavailable,
+                "provider_reply_too_large",
+                format!("provider {provider} sent a reply over the gateway's size limit"),
+            ),
+            CallError::Status(Code::DeadlineExceeded | Code::Cancelled) => timed_out(),
+            CallError::Unreachable(_) | CallError::Status(Code::Unavailable) => deny(
+                Code::Unavailable,
+                "provider_unavailable",
+                format!("provider {provider} cannot be reached"),
+            ),
+            CallError::Status(Code::PermissionDenied | Code::Unauthenticated) => deny(
+                Code::Unavailable,
+                "provider_refused",
+                format!("provider {provider} refused the gateway"),
+            ),
+            CallError::Status(code) => deny(
+                Code::Unavailable,
+                "provider_error",
+                format!("provider {provider} failed ({code:?})"),
+            ),
+            CallError::Malformed(_) => deny(
+                Code::Unavailable,
+                "provider_error",
+                format!("provider {provider} sent a reply that is not a well-formed gRPC reply"),
+            ),
+        })
     }
 }
 

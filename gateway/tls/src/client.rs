@@ -1,4 +1,5 @@
-//! gRPC channels over mutual TLS.
+//! Client connections over mutual TLS: [`connect`] for a bare connection, [`channel`] for a
+//! tonic channel.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -44,46 +45,114 @@ impl Default for ChannelSettings {
     }
 }
 
-/// A channel to `endpoint` (`https://host:port`) that connects lazily, on first use, and
+/// Where a client connects: an `https://host:port` endpoint, checked once.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The endpoint as given.
+    pub uri: Uri,
+    /// The host, without the brackets of an IPv6 literal.
+    pub host: String,
+    /// The port.
+    pub port: u16,
+    /// The name the server's certificate is checked against by the TLS layer.
+    pub name: ServerName<'static>,
+}
+
+impl Target {
+    /// Parses `endpoint`: an https URI with a host and a port.
+    pub fn parse(endpoint: &str) -> Result<Target, TlsError> {
+        let invalid = |reason: &str| TlsError::Endpoint {
+            endpoint: endpoint.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let uri: Uri = endpoint.parse().map_err(|_| invalid("not a URI"))?;
+        if uri.scheme_str() != Some("https") {
+            return Err(invalid("the scheme must be https"));
+        }
+        let (Some(host), Some(port)) = (uri.host(), uri.port_u16()) else {
+            return Err(invalid("host and port are required"));
+        };
+        // Bracketed IPv6 literals come back from `Uri::host` with their brackets.
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let name = ServerName::try_from(host.clone()).map_err(|_| invalid("bad host"))?;
+        Ok(Target {
+            uri,
+            host,
+            port,
+            name,
+        })
+    }
+}
+
+/// A client connection as [`connect`] returns it.
+pub type ClientIo = Coalesce<Watched<TlsStream<TcpStream>>>;
+
+/// Opens a TCP connection to `target` and runs the client side of the TLS handshake, both
+/// within `settings.connect_timeout`; the result is watched for revocation and coalesces its
+/// writes as `settings` ask.
+pub async fn connect(
+    target: &Target,
+    config: &Arc<ClientConfig>,
+    settings: &ChannelSettings,
+) -> std::io::Result<ClientIo> {
+    // A reload during the handshake makes the connection check its peer again.
+    let checked = settings.revocation.as_ref().map(|tls| tls.generation());
+    let connect = async {
+        let tcp = TcpStream::connect((target.host.as_str(), target.port)).await?;
+        tcp.set_nodelay(true)?;
+        TlsConnector::from(config.clone())
+            .connect(target.name.clone(), tcp)
+            .await
+    };
+    let stream = tokio::time::timeout(settings.connect_timeout, connect)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+    let watch = settings
+        .revocation
+        .clone()
+        .zip(checked)
+        .map(|(tls, checked)| {
+            let peer = PeerInfo::from_chain(stream.get_ref().1.peer_certificates(), None);
+            PeerWatch::new(tls, peer, checked)
+        });
+    let stream = Watched {
+        inner: stream,
+        watch,
+    };
+    Ok(Coalesce::new(stream, settings.coalesce_writes))
+}
+
+/// A tonic channel to `endpoint` (`https://host:port`) that connects lazily, on first use, and
 /// reconnects after a failure. Calls on it fail with UNAVAILABLE while the peer is unreachable.
 pub fn channel(
     endpoint: &str,
     config: Arc<ClientConfig>,
     settings: ChannelSettings,
 ) -> Result<Channel, TlsError> {
-    let invalid = |reason: &str| TlsError::Endpoint {
-        endpoint: endpoint.to_owned(),
-        reason: reason.to_owned(),
-    };
-    let uri: Uri = endpoint.parse().map_err(|_| invalid("not a URI"))?;
-    if uri.scheme_str() != Some("https") {
-        return Err(invalid("the scheme must be https"));
-    }
-    if uri.host().is_none() || uri.port_u16().is_none() {
-        return Err(invalid("host and port are required"));
-    }
-    let endpoint = Endpoint::from(uri)
+    let target = Target::parse(endpoint)?;
+    let endpoint = Endpoint::from(target.uri.clone())
         .connect_timeout(settings.connect_timeout)
         .http2_adaptive_window(true);
     Ok(endpoint.connect_with_connector_lazy(MtlsConnector {
-        tls: TlsConnector::from(config),
-        timeout: settings.connect_timeout,
-        coalesce_writes: settings.coalesce_writes,
-        revocation: settings.revocation,
+        target: Arc::new(target),
+        config,
+        settings,
     }))
 }
 
-/// Opens TCP connections and runs the client side of the TLS handshake.
+/// Connects to one target whatever URI tonic passes (it is always the target's).
 #[derive(Clone)]
 struct MtlsConnector {
-    tls: TlsConnector,
-    timeout: Duration,
-    coalesce_writes: bool,
-    revocation: Option<Arc<LiveTls>>,
+    target: Arc<Target>,
+    config: Arc<ClientConfig>,
+    settings: ChannelSettings,
 }
 
 impl tower::Service<Uri> for MtlsConnector {
-    type Response = TokioIo<Coalesce<Watched<TlsStream<TcpStream>>>>;
+    type Response = TokioIo<ClientIo>;
     type Error = std::io::Error;
     type Future =
         Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send + 'static>>;
@@ -92,40 +161,12 @@ impl tower::Service<Uri> for MtlsConnector {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let tls = self.tls.clone();
-        let timeout = self.timeout;
-        let coalesce_writes = self.coalesce_writes;
-        let revocation = self.revocation.clone();
+    fn call(&mut self, _uri: Uri) -> Self::Future {
+        let connector = self.clone();
         Box::pin(async move {
-            let invalid = |what| std::io::Error::new(std::io::ErrorKind::InvalidInput, what);
-            let host = uri.host().ok_or_else(|| invalid("no host"))?;
-            let port = uri.port_u16().ok_or_else(|| invalid("no port"))?;
-            // Bracketed IPv6 literals come back from `Uri::host` with their brackets.
-            let host = host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_owned();
-            let name = ServerName::try_from(host.clone()).map_err(|_| invalid("bad host"))?;
-            // A reload during the handshake makes the connection check its peer again.
-            let checked = revocation.as_ref().map(|tls| tls.generation());
-            let connect = async {
-                let tcp = TcpStream::connect((host.as_str(), port)).await?;
-                tcp.set_nodelay(true)?;
-                tls.connect(name, tcp).await
-            };
-            let stream = tokio::time::timeout(timeout, connect).await.map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
-            })??;
-            let watch = revocation.zip(checked).map(|(tls, checked)| {
-                let peer = PeerInfo::from_chain(stream.get_ref().1.peer_certificates(), None);
-                PeerWatch::new(tls, peer, checked)
-            });
-            let stream = Watched {
-                inner: stream,
-                watch,
-            };
-            Ok(TokioIo::new(Coalesce::new(stream, coalesce_writes)))
+            connect(&connector.target, &connector.config, &connector.settings)
+                .await
+                .map(TokioIo::new)
         })
     }
 }

@@ -9,7 +9,8 @@
 //!   handshake timeout, a connection cap) that hands tonic connections tagged with the peer's
 //!   identity.
 //! - [`idle`]: closing connections with no request in progress.
-//! - [`client`]: a tonic channel over mutual TLS that checks the server's SPIFFE ID.
+//! - [`client`]: client connections over mutual TLS (bare, or as a tonic channel) that check
+//!   the server's SPIFFE ID.
 //! - [`material`]: loading certificates, keys and revocation lists from PEM files.
 //! - [`live`]: material reloaded while serving (rotation, revocation lists).
 //! - [`coalesce`]: write coalescing for busy HTTP/2 connections.

@@ -1,0 +1,531 @@
+//! The gateway's one outgoing call, `isnad.v1.Provider/Fetch`, made straight on HTTP/2.
+//!
+//! A unary gRPC call is one HTTP/2 stream: a HEADERS frame, one DATA frame with the
+//! length-prefixed request, and a reply of HEADERS, DATA and trailers. tonic's channel does the
+//! same through a tower buffer (a queue and a worker task between the caller and the
+//! connection), hyper's client dispatch and a task per request body to stream it; in the
+//! gateway's profile those layers took about a third of its CPU for what is one fixed message
+//! each way. Here a call takes a connection of the provider's pool, sends the whole request
+//! with the end of the stream, and reads the reply in place, with the size limit checked
+//! against the length the provider declares before any of it is buffered.
+//!
+//! Connections are made on first use and replaced after they fail: a connection whose stream
+//! fails for a reason other than that stream's own reset is forgotten, and a request that could
+//! not even be sent on a reused connection (it was closed in between, by the provider's idle
+//! timeout for instance) is tried once more on a new one. While one request connects a slot,
+//! the others wait for it rather than each opening a connection; if it fails they fail with it
+//! at once, instead of each waiting out its own connect timeout against a provider that is down.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use h2::client::{ResponseFuture, SendRequest};
+use http::{HeaderMap, Method, Request, StatusCode, Uri, header};
+use isnad_proto::v1::{FetchRequest, FetchResponse};
+use isnad_tls::client::{ChannelSettings, Target};
+use prost::Message;
+use rustls::ClientConfig;
+use tonic::Code;
+
+/// The method's path.
+const FETCH_PATH: &str = "/isnad.v1.Provider/Fetch";
+/// Receive window of each stream: a reply of up to this size arrives without waiting for the
+/// gateway to acknowledge any of it.
+const STREAM_WINDOW: u32 = 1024 * 1024;
+/// Receive window of each connection, shared by its streams.
+const CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
+/// Largest header list accepted from a provider.
+const MAX_HEADER_LIST: u32 = 16 * 1024;
+/// The gRPC message prefix: a compression flag and a 4-byte length.
+const PREFIX: usize = 5;
+
+/// Why a call has no reply message.
+#[derive(Debug)]
+pub(super) enum CallError {
+    /// No connection to the provider, or it failed under the call.
+    Unreachable(String),
+    /// The provider answered with this status, or reset the stream with a reason that gRPC maps
+    /// to it.
+    Status(Code),
+    /// The reply is larger than the gateway accepts.
+    TooLarge,
+    /// The reply is not a well-formed gRPC reply to a unary call.
+    Malformed(&'static str),
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Unreachable(cause) => write!(f, "unreachable: {cause}"),
+            CallError::Status(code) => write!(f, "status {code:?}"),
+            CallError::TooLarge => f.write_str("reply over the size limit"),
+            CallError::Malformed(what) => write!(f, "malformed reply: {what}"),
+        }
+    }
+}
+
+/// Connections to one provider and how to make them.
+#[derive(Debug)]
+pub(super) struct Upstream {
+    target: Target,
+    /// `https://host:port/isnad.v1.Provider/Fetch`.
+    uri: Uri,
+    config: Arc<ClientConfig>,
+    settings: ChannelSettings,
+    slots: Box<[Slot]>,
+    next: AtomicUsize,
+    max_reply: usize,
+}
+
+/// One connection of the pool, made on first use.
+#[derive(Debug, Default)]
+struct Slot {
+    /// The connection and its generation (which connection of this slot it is).
+    ready: Mutex<Option<(u64, SendRequest<Bytes>)>>,
+    /// Held by the request that is connecting the slot.
+    connecting: tokio::sync::Mutex<()>,
+    /// Connection attempts made, and why the last failed one failed.
+    attempts: AtomicU64,
+    last_failure: Mutex<String>,
+}
+
+impl Slot {
+    fn current(&self) -> Option<(u64, SendRequest<Bytes>)> {
+        self.ready
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Drops connection `generation` if it is still the slot's.
+    fn forget(&self, generation: u64) {
+        let mut ready = self.ready.lock().unwrap_or_else(PoisonError::into_inner);
+        if ready
+            .as_ref()
+            .is_some_and(|(current, _)| *current == generation)
+        {
+            *ready = None;
+        }
+    }
+}
+
+impl Upstream {
+    /// A pool of `connections` connections to `target`, none opened yet; replies over
+    /// `max_reply` bytes are refused.
+    pub(super) fn new(
+        target: Target,
+        config: Arc<ClientConfig>,
+        settings: ChannelSettings,
+        connections: usize,
+        max_reply: usize,
+    ) -> Result<Upstream, http::Error> {
+        let uri = Uri::builder()
+            .scheme("https")
+            .authority(target.uri.authority().map_or("", |a| a.as_str()))
+            .path_and_query(FETCH_PATH)
+            .build()?;
+        Ok(Upstream {
+            target,
+            uri,
+            config,
+            settings,
+            slots: (0..connections.max(1)).map(|_| Slot::default()).collect(),
+            next: AtomicUsize::new(0),
+            max_reply,
+        })
+    }
+
+    /// Calls `Fetch`, telling the provider it has `timeout` to answer. The caller bounds the
+    /// whole call with its deadline; dropping the call resets its stream.
+    pub(super) async fn fetch(
+        &self,
+        request: &FetchRequest,
+        timeout: Duration,
+    ) -> Result<FetchResponse, CallError> {
+        let slot = &self.slots[self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()];
+        let body = encode(request);
+        let mut retried = false;
+        loop {
+            let (generation, sender, fresh) = self.connection(slot).await?;
+            match self.send(sender, body.clone(), timeout).await {
+                Ok(response) => {
+                    return self.reply(response).await.inspect_err(|error| {
+                        if let Some(e) = error.connection_error() {
+                            tracing::debug!(error = %e, "provider connection failed");
+                            slot.forget(generation);
+                        }
+                    });
+                }
+                Err(e) => {
+                    // Nothing reached the provider: the connection was already unusable.
+                    slot.forget(generation);
+                    if fresh || retried {
+                        return Err(CallError::Unreachable(e.to_string()));
+                    }
+                    retried = true;
+                }
+            }
+        }
+    }
+
+    /// The slot's connection, made now if it has none: with whether it is new.
+    async fn connection(&self, slot: &Slot) -> Result<(u64, SendRequest<Bytes>, bool), CallError> {
+        if let Some((generation, sender)) = slot.current() {
+            return Ok((generation, sender, false));
+        }
+        let attempts_seen = slot.attempts.load(Ordering::Acquire);
+        let _connecting = slot.connecting.lock().await;
+        if let Some((generation, sender)) = slot.current() {
+            return Ok((generation, sender, false));
+        }
+        if slot.attempts.load(Ordering::Acquire) != attempts_seen {
+            // An attempt failed while this request waited for it.
+            let cause = slot
+                .last_failure
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            return Err(CallError::Unreachable(cause));
+        }
+        let made = self.handshake().await;
+        let generation = slot.attempts.fetch_add(1, Ordering::AcqRel) + 1;
+        match made {
+            Ok(sender) => {
+                *slot.ready.lock().unwrap_or_else(PoisonError::into_inner) =
+                    Some((generation, sender.clone()));
+                Ok((generation, sender, true))
+            }
+            Err(cause) => {
+                slot.last_failure
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone_from(&cause);
+                Err(CallError::Unreachable(cause))
+            }
+        }
+    }
+
+    /// Connects, runs the TLS and HTTP/2 handshakes and spawns the connection's task.
+    async fn handshake(&self) -> Result<SendRequest<Bytes>, String> {
+        let io = isnad_tls::client::connect(&self.target, &self.config, &self.settings)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let (sender, connection) = h2::client::Builder::new()
+            .initial_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .max_header_list_size(MAX_HEADER_LIST)
+            .enable_push(false)
+            .handshake::<_, Bytes>(io)
+            .await
+            .map_err(|e| format!("HTTP/2 handshake: {e}"))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "provider connection closed");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// Opens the stream and sends the whole request on it.
+    async fn send(
+        &self,
+        sender: SendRequest<Bytes>,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<ResponseFuture, h2::Error> {
+        let mut sender = sender.ready().await?;
+        let millis = timeout.as_millis().clamp(1, 99_999_999);
+        let head = Request::builder()
+            .method(Method::POST)
+            .uri(self.uri.clone())
+            .header(header::CONTENT_TYPE, "application/grpc")
+            .header(header::TE, "trailers")
+            .header("grpc-timeout", format!("{millis}m"))
+            .body(())
+            .expect("a request from valid parts");
+        let (response, mut stream) = sender.send_request(head, false)?;
+        stream.send_data(body, true)?;
+        Ok(response)
+    }
+
+    /// Reads the reply: its status, its one message (within the size limit) and its trailers.
+    async fn reply(&self, response: ResponseFuture) -> Result<FetchResponse, CallError> {
+        let response = response.await.map_err(stream_error)?;
+        if response.status() != StatusCode::OK {
+            return Err(CallError::Status(http_status_code(response.status())));
+        }
+        if let Some(code) = grpc_status(response.headers()) {
+            // Trailers-only: a status and no message.
+            return Err(match code {
+                Code::Ok => CallError::Malformed("no reply message"),
+                code => CallError::Status(code),
+            });
+        }
+        let mut body = response.into_body();
+        let mut message = ReplyMessage::default();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.map_err(stream_error)?;
+            let _ = body.flow_control().release_capacity(chunk.len());
+            message.push(chunk, self.max_reply)?;
+        }
+        let trailers = body.trailers().await.map_err(stream_error)?;
+        match trailers.as_ref().and_then(grpc_status) {
+            Some(Code::Ok) => {}
+            Some(code) => return Err(CallError::Status(code)),
+            None => return Err(CallError::Status(Code::Unknown)),
+        }
+        let bytes = message.complete()?;
+        FetchResponse::decode(bytes).map_err(|_| CallError::Malformed("not a FetchResponse"))
+    }
+}
+
+impl CallError {
+    /// The connection-level failure behind this error, if the connection cannot be used again.
+    fn connection_error(&self) -> Option<&str> {
+        match self {
+            CallError::Unreachable(cause) => Some(cause),
+            _ => None,
+        }
+    }
+}
+
+/// The reply message as it arrives, in one or more pieces.
+#[derive(Debug, Default)]
+struct ReplyMessage {
+    /// The first piece, kept as it came: usually the whole message.
+    first: Bytes,
+    /// The pieces gathered, once there is more than one.
+    gathered: BytesMut,
+}
+
+impl ReplyMessage {
+    fn len(&self) -> usize {
+        if self.gathered.is_empty() {
+            self.first.len()
+        } else {
+            self.gathered.len()
+        }
+    }
+
+    /// Adds a piece; refuses a message whose declared or received length is over `max`.
+    fn push(&mut self, piece: Bytes, max: usize) -> Result<(), CallError> {
+        if self.len().saturating_add(piece.len()) > PREFIX.saturating_add(max) {
+            return Err(CallError::TooLarge);
+        }
+        if self.first.is_empty() && self.gathered.is_empty() {
+            self.first = piece;
+        } else {
+            if self.gathered.is_empty() {
+                self.gathered.extend_from_slice(&self.first);
+                self.first = Bytes::new();
+            }
+            self.gathered.extend_from_slice(&piece);
+        }
+        let bytes = self.bytes();
+        if bytes.len() >= PREFIX {
+            let declared = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
+            if declared as usize > max {
+                return Err(CallError::TooLarge);
+            }
+        }
+        Ok(())
+    }
+
+    fn bytes(&self) -> &[u8] {
+        if self.gathered.is_empty() {
+            &self.first
+        } else {
+            &self.gathered
+        }
+    }
+
+    /// The message without its prefix, if exactly one uncompressed message arrived.
+    fn complete(self) -> Result<Bytes, CallError> {
+        let mut bytes = if self.gathered.is_empty() {
+            self.first
+        } else {
+            self.gathered.freeze()
+        };
+        if bytes.len() < PREFIX {
+            return Err(CallError::Malformed("no reply message"));
+        }
+        if bytes[0] != 0 {
+            // The gateway offers no compression; a compressed reply is not one it asked for.
+            return Err(CallError::Malformed("compressed reply"));
+        }
+        let declared = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize;
+        bytes.advance(PREFIX);
+        if bytes.len() != declared {
+            return Err(CallError::Malformed("reply length differs from its prefix"));
+        }
+        Ok(bytes)
+    }
+}
+
+/// `request` as a length-prefixed gRPC message.
+fn encode(request: &FetchRequest) -> Bytes {
+    let len = request.encoded_len();
+    let mut buf = BytesMut::with_capacity(PREFIX + len);
+    buf.put_u8(0);
+    buf.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
+    request
+        .encode(&mut buf)
+        .expect("the buffer has the message's length");
+    buf.freeze()
+}
+
+/// The `grpc-status` of a header block.
+fn grpc_status(headers: &HeaderMap) -> Option<Code> {
+    headers
+        .get("grpc-status")
+        .map(|value| Code::from_bytes(value.as_bytes()))
+}
+
+/// The gRPC code of a non-200 HTTP status, as gRPC's HTTP/2 mapping gives it.
+fn http_status_code(status: StatusCode) -> Code {
+    match status.as_u16() {
+        400 => Code::Internal,
+        401 => Code::Unauthenticated,
+        403 => Code::PermissionDenied,
+        404 => Code::Unimplemented,
+        429 | 502 | 503 | 504 => Code::Unavailable,
+        _ => Code::Unknown,
+    }
+}
+
+/// A failure of the call's stream: a reset of the stream (by the provider, or by the gateway
+/// for the provider's breach of the protocol) maps to the gRPC code of its reason; anything else
+/// means the connection failed.
+fn stream_error(error: h2::Error) -> CallError {
+    match error.reason() {
+        Some(reason) if error.is_reset() => CallError::Status(match reason {
+            h2::Reason::REFUSED_STREAM => Code::Unavailable,
+            h2::Reason::CANCEL => Code::Cancelled,
+            h2::Reason::ENHANCE_YOUR_CALM => Code::ResourceExhausted,
+            h2::Reason::INADEQUATE_SECURITY => Code::PermissionDenied,
+            _ => Code::Internal,
+        }),
+        _ => CallError::Unreachable(error.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn framed(payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![0];
+        out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+
+    #[test]
+    fn a_message_in_pieces_is_put_together() {
+        let whole = framed(b"hello, provider");
+        for split in 0..whole.len() {
+            let mut message = ReplyMessage::default();
+            for piece in [&whole[..split], &whole[split..]] {
+                if !piece.is_empty() {
+                    message
+                        .push(Bytes::copy_from_slice(piece), 100)
+                        .expect("within the limit");
+                }
+            }
+            assert_eq!(
+                &message.complete().expect("complete")[..],
+                b"hello, provider"
+            );
+        }
+    }
+
+    #[test]
+    fn the_declared_length_is_checked_before_the_message_arrives() {
+        let mut message = ReplyMessage::default();
+        let mut prefix = vec![0];
+        prefix.extend_from_slice(&101u32.to_be_bytes());
+        assert!(matches!(
+            message.push(Bytes::from(prefix), 100),
+            Err(CallError::TooLarge)
+        ));
+    }
+
+    #[test]
+    fn more_bytes_than_the_limit_are_refused_whatever_the_prefix_says() {
+        let mut message = ReplyMessage::default();
+        message
+            .push(Bytes::from(framed(&[7; 100])), 100)
+            .expect("exactly the limit");
+        assert!(matches!(
+            message.push(Bytes::from_static(&[0]), 100),
+            Err(CallError::TooLarge)
+        ));
+    }
+
+    #[test]
+    fn short_compressed_and_trailing_replies_are_malformed() {
+        let complete = |bytes: Vec<u8>| {
+            let mut message = ReplyMessage::default();
+            message.push(Bytes::from(bytes), 100).expect("small");
+            message.complete()
+        };
+        assert!(matches!(
+            ReplyMessage::default().complete(),
+            Err(CallError::Malformed("no reply message"))
+        ));
+        let mut compressed = framed(b"x");
+        compressed[0] = 1;
+        assert!(matches!(
+            complete(compressed),
+            Err(CallError::Malformed("compressed reply"))
+        ));
+        let mut two = framed(b"x");
+        two.extend(framed(b"y"));
+        assert!(matches!(
+            complete(two),
+            Err(CallError::Malformed("reply length differs from its prefix"))
+        ));
+        let mut cut = framed(b"xyz");
+        cut.pop();
+        assert!(matches!(
+            complete(cut),
+            Err(CallError::Malformed("reply length differs from its prefix"))
+        ));
+    }
+
+    #[test]
+    fn a_request_is_framed_with_its_length() {
+        let request = FetchRequest {
+            subject: "784199000000001".to_owned(),
+            fields: vec!["full_name_en".to_owned()],
+            ..FetchRequest::default()
+        };
+        let bytes = encode(&request);
+        assert_eq!(bytes[0], 0);
+        let declared = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize;
+        assert_eq!(declared, bytes.len() - PREFIX);
+        assert_eq!(
+            FetchRequest::decode(&bytes[PREFIX..]).expect("decodes"),
+            request
+        );
+    }
+
+    #[test]
+    fn http_and_reset_failures_map_to_grpc_codes() {
+        assert_eq!(
+            http_status_code(StatusCode::SERVICE_UNAVAILABLE),
+            Code::Unavailable
+        );
+        assert_eq!(
+            http_status_code(StatusCode::FORBIDDEN),
+            Code::PermissionDenied
+        );
+        assert_eq!(http_status_code(StatusCode::IM_A_TEAPOT), Code::Unknown);
+        let mut headers = HeaderMap::new();
+        assert_eq!(grpc_status(&headers), None);
+        headers.insert("grpc-status", "5".parse().expect("value"));
+        assert_eq!(grpc_status(&headers), Some(Code::NotFound));
+    }
+}
