@@ -21,7 +21,8 @@
 # closed loop), HALF (0 skips the half-load phase), HALF_WARMUP (s, 5), OUT (also write the report to this file),
 # PLOT (write a latency plot, PNG, there; installs gnuplot-nox from Debian when missing),
 # PROFILE (a folder: record the gateway with `perf record` during its first round and write
-# perf's report of it there).
+# perf's report of it there; PROFILE_CALLGRAPH=dwarf records call graphs a release build's
+# missing frame pointers hide, PROFILE_FREQ sets the sampling rate, 1999 Hz by default).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -48,7 +49,9 @@ load() { # NAME TARGET API AS EXPECT PROCESSES...
   local perf=
   if [ -n "${PROFILE:-}" ] && [ "$name" = isnad ] && [ "$round" = 1 ]; then
     mkdir -p "$PROFILE"
-    perf record -q -F 1999 -g -p "$GATEWAY_PID" -o "$PROFILE/perf.data" -- sleep $((WARMUP + DURATION)) \
+    local graph=(-g)
+    [ -n "${PROFILE_CALLGRAPH:-}" ] && graph=(--call-graph "$PROFILE_CALLGRAPH")
+    perf record -q -F "${PROFILE_FREQ:-1999}" "${graph[@]}" -p "$GATEWAY_PID" -o "$PROFILE/perf.data" -- sleep $((WARMUP + DURATION)) \
       2>/dev/null & perf=$!
   fi
   "$BENCH" load "${args[@]}" > "$W/$round-$name.json"
