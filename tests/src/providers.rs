@@ -176,3 +176,38 @@ impl Drop for ResettingProvider {
         self.task.abort();
     }
 }
+
+/// A "provider" that accepts TCP connections and then says nothing: a TLS handshake with it
+/// never ends.
+#[derive(Debug)]
+pub struct SilentProvider {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SilentProvider {
+    /// Starts it on a free loopback port.
+    pub async fn start() -> SilentProvider {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        });
+        SilentProvider { addr, task }
+    }
+
+    /// Its endpoint URL.
+    pub fn endpoint(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+}
+
+impl Drop for SilentProvider {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

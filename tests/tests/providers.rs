@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use isnad_tests::providers::{Behaviour, ProviderDouble, ResettingProvider};
+use isnad_tests::providers::{Behaviour, ProviderDouble, ResettingProvider, SilentProvider};
 use isnad_tests::{Federation, client_with, get, refusal, request};
 use tonic::Code;
 
@@ -219,6 +219,38 @@ async fn a_provider_that_resets_connections_gives_unavailable_and_others_keep_se
     )
     .await
     .expect("other providers are unaffected");
+}
+
+#[tokio::test]
+async fn requests_waiting_on_a_failed_connect_fail_with_it_not_after_their_own_timeouts() {
+    let federation = Federation::start();
+    let silent = SilentProvider::start().await;
+    // One connection to the provider: the three requests wait on the same connect, which gives
+    // up after the gateway's connect timeout (3 s). Had each waited out its own after the one
+    // before it, the second and third would run into their 5 s deadline.
+    let gateway = federation.serve_gateway(
+        &[("labour-ministry", silent.endpoint())],
+        "  default_deadline_ms: 5000\n  upstream_connections: 1\n",
+    );
+    let material = federation.material("housing-programme");
+    let ask = || {
+        let mut client = client_with(gateway.addr, &material);
+        async move {
+            refusal(
+                get(
+                    &mut client,
+                    request("labour.employment", "housing-grant", &["employed"]),
+                )
+                .await,
+            )
+        }
+    };
+    let outcomes = tokio::join!(ask(), ask(), ask());
+    let unavailable = (Code::Unavailable, "provider_unavailable".to_owned());
+    assert_eq!(
+        [outcomes.0, outcomes.1, outcomes.2],
+        [unavailable.clone(), unavailable.clone(), unavailable]
+    );
 }
 
 #[tokio::test]

@@ -86,9 +86,10 @@ struct Slot {
     ready: Mutex<Option<(u64, SendRequest<Bytes>)>>,
     /// Held by the request that is connecting the slot.
     connecting: tokio::sync::Mutex<()>,
-    /// Connection attempts made, and why the last failed one failed.
+    /// Connection attempts made.
     attempts: AtomicU64,
-    last_failure: Mutex<String>,
+    /// Why the last attempt failed, if it did.
+    last_failure: Mutex<Option<String>>,
 }
 
 impl Slot {
@@ -180,28 +181,28 @@ impl Upstream {
         if let Some((generation, sender)) = slot.current() {
             return Ok((generation, sender, false));
         }
-        if slot.attempts.load(Ordering::Acquire) != attempts_seen {
-            // An attempt failed while this request waited for it.
-            let cause = slot
-                .last_failure
+        let last_failure = || {
+            slot.last_failure
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .clone();
+        };
+        if slot.attempts.load(Ordering::Acquire) != attempts_seen
+            && let Some(cause) = last_failure().clone()
+        {
+            // The attempt this request waited for failed.
             return Err(CallError::Unreachable(cause));
         }
         let made = self.handshake().await;
         let generation = slot.attempts.fetch_add(1, Ordering::AcqRel) + 1;
         match made {
             Ok(sender) => {
+                *last_failure() = None;
                 *slot.ready.lock().unwrap_or_else(PoisonError::into_inner) =
                     Some((generation, sender.clone()));
                 Ok((generation, sender, true))
             }
             Err(cause) => {
-                slot.last_failure
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .clone_from(&cause);
+                *last_failure() = Some(cause.clone());
                 Err(CallError::Unreachable(cause))
             }
         }
