@@ -139,30 +139,47 @@ impl ProviderDouble {
     }
 }
 
-/// A "provider" that accepts TCP connections and resets them at once, before any TLS.
+/// A "provider" that accepts TCP connections and never speaks TLS on them.
 #[derive(Debug)]
-pub struct ResettingProvider {
+pub struct TcpOnlyProvider {
     /// Where it listens.
     pub addr: SocketAddr,
     task: tokio::task::JoinHandle<()>,
 }
 
-impl ResettingProvider {
-    /// Starts it on a free loopback port.
-    pub async fn start() -> ResettingProvider {
+impl TcpOnlyProvider {
+    /// One that resets each connection at once, before any TLS.
+    pub async fn resetting() -> TcpOnlyProvider {
+        Self::start(|stream| {
+            // Closing with the client's TLS hello unread makes the kernel answer with a reset
+            // (RST), not an orderly FIN.
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                drop(stream);
+            });
+        })
+        .await
+    }
+
+    /// One that holds each connection open and says nothing: a TLS handshake never ends.
+    pub async fn silent() -> TcpOnlyProvider {
+        // The streams live in the accept task, until the provider is dropped.
+        let mut held = Vec::new();
+        Self::start(move |stream| held.push(stream)).await
+    }
+
+    /// Listens on a free loopback port and hands every accepted connection to `accepted`.
+    async fn start(
+        mut accepted: impl FnMut(tokio::net::TcpStream) + Send + 'static,
+    ) -> TcpOnlyProvider {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                // Closing with the client's TLS hello unread makes the kernel answer with a
-                // reset (RST), not an orderly FIN.
-                tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    drop(stream);
-                });
+                accepted(stream);
             }
         });
-        ResettingProvider { addr, task }
+        TcpOnlyProvider { addr, task }
     }
 
     /// Its endpoint URL.
@@ -171,42 +188,7 @@ impl ResettingProvider {
     }
 }
 
-impl Drop for ResettingProvider {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// A "provider" that accepts TCP connections and then says nothing: a TLS handshake with it
-/// never ends.
-#[derive(Debug)]
-pub struct SilentProvider {
-    /// Where it listens.
-    pub addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl SilentProvider {
-    /// Starts it on a free loopback port.
-    pub async fn start() -> SilentProvider {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let task = tokio::spawn(async move {
-            let mut held = Vec::new();
-            while let Ok((stream, _)) = listener.accept().await {
-                held.push(stream);
-            }
-        });
-        SilentProvider { addr, task }
-    }
-
-    /// Its endpoint URL.
-    pub fn endpoint(&self) -> String {
-        format!("https://{}", self.addr)
-    }
-}
-
-impl Drop for SilentProvider {
+impl Drop for TcpOnlyProvider {
     fn drop(&mut self) {
         self.task.abort();
     }

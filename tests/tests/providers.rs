@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use isnad_tests::providers::{Behaviour, ProviderDouble, ResettingProvider, SilentProvider};
+use isnad_tests::providers::{Behaviour, ProviderDouble, TcpOnlyProvider};
 use isnad_tests::{Federation, client_with, get, refusal, request};
 use tonic::Code;
 
@@ -192,7 +192,7 @@ async fn a_provider_reply_over_the_size_limit_is_refused_and_releases_nothing() 
 #[tokio::test]
 async fn a_provider_that_resets_connections_gives_unavailable_and_others_keep_serving() {
     let federation = Federation::start();
-    let resetting = ResettingProvider::start().await;
+    let resetting = TcpOnlyProvider::resetting().await;
     let identity_endpoint = provider_endpoint(&federation, "identity-authority");
     let gateway = federation.serve_gateway(
         &[
@@ -224,7 +224,7 @@ async fn a_provider_that_resets_connections_gives_unavailable_and_others_keep_se
 #[tokio::test]
 async fn requests_waiting_on_a_failed_connect_fail_with_it_not_after_their_own_timeouts() {
     let federation = Federation::start();
-    let silent = SilentProvider::start().await;
+    let silent = TcpOnlyProvider::silent().await;
     // One connection to the provider: the three requests wait on the same connect, which gives
     // up after the gateway's connect timeout (3 s). Had each waited out its own after the one
     // before it, the second and third would run into their 5 s deadline.
