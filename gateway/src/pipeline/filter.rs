@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use isnad_policy::{Dataset, FieldType, Rule};
+use isnad_policy::{Dataset, FieldType, Rule, Transform};
 use isnad_proto::v1::{FieldOutcome, FieldTransform, Value, value::Kind};
 
 use super::consent::Verdict;
@@ -68,7 +68,8 @@ pub(crate) fn release<'p>(
                     out.released.push((field.clone(), "allow".to_owned(), rule));
                     continue;
                 };
-                if consumer_key.is_none() {
+                // Derived once per request, and only for the transform that needs it.
+                if consumer_key.is_none() && matches!(transform, Transform::Hash) {
                     consumer_key = context
                         .hash_key
                         .map(|key| key.for_consumer(context.consumer));
