@@ -36,7 +36,9 @@ fi
 # With the benchmark-only feature `pass-through`, so that one binary serves the pass-through
 # scenario too; the full-pipeline gateway's configuration does not enable it.
 cargo build --release --locked -q -p isnad-gateway -p isnad-bench --features isnad-gateway/pass-through
-ISNAD=$ROOT/target/release/isnad
+# ISNAD_BIN=PATH benchmarks that gateway binary instead (built with the same feature), so that
+# two builds can be compared by the same script on the same machine.
+ISNAD=${ISNAD_BIN:-$ROOT/target/release/isnad}
 BENCH=$ROOT/target/release/isnad-bench
 
 W=$(mktemp -d /tmp/isnad-bench.XXXXXX)

@@ -97,7 +97,7 @@ if [ "${HALF:-1}" != 0 ] && [ -z "${RATE:-}" ]; then
 fi
 
 {
-  echo "Benchmark of $(git -C "$ROOT" rev-parse --short HEAD), $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))"
+  echo "Benchmark of $(git -C "$ROOT" rev-parse --short HEAD), $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))${ISNAD_BIN:+, gateway binary $ISNAD_BIN}"
   echo
   echo "\`bench/run.sh\` with ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP CONNECTIONS=$CONNECTIONS CONCURRENCY=$CONCURRENCY${RATE:+ RATE=$RATE}"
   echo
