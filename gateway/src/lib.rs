@@ -15,6 +15,8 @@ pub mod audit_trail;
 pub mod cli;
 pub mod config;
 pub mod consent_keys;
+pub mod exchange;
+mod grpc_message;
 pub mod pipeline;
 pub mod policy_store;
 pub mod provenance;

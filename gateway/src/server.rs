@@ -23,13 +23,16 @@ use crate::audit_service::AuditService;
 use crate::audit_trail::AuditTrail;
 use crate::config::GatewayConfig;
 use crate::consent_keys::ConsentKeys;
+use crate::exchange::ExchangeLayer;
 use crate::pipeline::{AgencyLimits, HashKey, Pipeline};
 use crate::policy_store::{Capabilities, PolicyStore, UpstreamSettings};
 use crate::provenance::ProvenanceSigner;
 use crate::secrets::{PseudonymKey, read_hex_key};
 use isnad_state::{ConsentState, SharedState};
 
-/// The `Exchange` service: hands each request to the pipeline.
+/// The `Exchange` service as tonic serves it: only the forms of `GetAttributes` that
+/// [`crate::exchange`] hands on (a `grpc-encoding`, another content type) reach it; it is
+/// registered also so that health and reflection name the service.
 #[derive(Debug, Clone)]
 pub struct ExchangeService {
     pipeline: Arc<Pipeline>,
@@ -425,6 +428,8 @@ impl Gateway {
         ));
         let trail = self.pipeline.audit.clone();
         let tls = self.pipeline.tls.clone();
+        let hot_path =
+            ExchangeLayer::new(self.pipeline.clone(), max_request_bytes.saturating_mul(4));
         let exchange = ExchangeServer::new(ExchangeService {
             pipeline: self.pipeline,
         })
@@ -445,6 +450,9 @@ impl Gateway {
             .layer(HeaderLimitLayer {
                 max: self.max_header_list_bytes,
             })
+            // GetAttributes, straight to the pipeline; the rest, and unusual forms of it, on to
+            // tonic's router.
+            .layer(hot_path)
             // HTTP/2 itself refuses only header lists far over the limit (an HTTP 431, or the
             // connection for the grossest); up to 4x it they are read, so that the layer above
             // can refuse them with a reason code.
@@ -501,11 +509,11 @@ fn precise_codec_errors(
     if headers.contains_key("grpc-status-details-bin") {
         return response;
     }
-    let code = headers
-        .get("grpc-status")
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<i32>().ok())
-        .map(Code::from);
+    let code = match headers.get("grpc-status") {
+        // Not a trailers-only response: the status comes after a message.
+        None => return response,
+        Some(value) => Code::from_bytes(value.as_bytes()),
+    };
     // grpc-message is percent-encoded; the prefixes matched below are plain ASCII words.
     let message = headers
         .get("grpc-message")
@@ -513,15 +521,11 @@ fn precise_codec_errors(
         .unwrap_or_default()
         .replace("%20", " ");
     let (reason, text) = match code {
-        Some(Code::OutOfRange)
-            if message.starts_with("Error, decoded message length too large") =>
-        {
-            (
-                "request_too_large",
-                "admit: the request is far over the gateway's size limit",
-            )
-        }
-        Some(Code::Internal)
+        Code::OutOfRange if message.starts_with("Error, decoded message length too large") => (
+            "request_too_large",
+            "admit: the request is far over the gateway's size limit",
+        ),
+        Code::Internal
             if message.starts_with("failed to decode Protobuf message")
                 || message.starts_with("protocol error")
                 || message.starts_with("Unexpected EOF") =>

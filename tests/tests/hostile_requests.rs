@@ -115,6 +115,93 @@ async fn bytes_that_are_not_a_request_get_a_reason_code() {
     .expect("the gateway keeps serving");
 }
 
+/// Sends `body` as the whole HTTP/2 body of a `GetAttributes` request, framed or not: the
+/// answer's status (from its headers or its trailers) and body.
+async fn post(federation: &Federation, body: Vec<u8>) -> (tonic::Status, bytes::Bytes) {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    let channel = channel_with(
+        federation.gateway,
+        &federation.material("housing-programme"),
+    );
+    let request = http::Request::post("/isnad.v1.Exchange/GetAttributes")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(tonic::body::Body::new(http_body_util::Full::new(
+            bytes::Bytes::from(body),
+        )))
+        .expect("a request");
+    let response = channel.oneshot(request).await.expect("an HTTP/2 response");
+    let (parts, body) = response.into_parts();
+    let collected = body.collect().await.expect("the body");
+    let trailers = collected.trailers().cloned().unwrap_or_default();
+    let status = tonic::Status::from_header_map(&parts.headers)
+        .or_else(|| tonic::Status::from_header_map(&trailers))
+        .expect("a grpc-status");
+    (status, collected.to_bytes())
+}
+
+/// The refusal `body` gets (a success is a test failure).
+async fn send_body(federation: &Federation, body: Vec<u8>) -> (Code, String) {
+    let (status, _) = post(federation, body).await;
+    assert_ne!(status.code(), Code::Ok, "a malformed body was answered");
+    (
+        status.code(),
+        isnad_proto::errors::reason(&status).unwrap_or_default(),
+    )
+}
+
+/// `payload` with a gRPC message prefix declaring `declared` bytes, compressed or not.
+fn framed(compressed: bool, declared: u32, payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![u8::from(compressed)];
+    out.extend_from_slice(&declared.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+#[tokio::test]
+async fn bodies_that_are_not_one_whole_uncompressed_message_get_a_reason_code() {
+    let federation = Federation::start();
+    let valid = request("identity.person", "housing-grant", &["full_name_en"]).encode_to_vec();
+    let len = u32::try_from(valid.len()).expect("small");
+    let mut two = framed(false, len, &valid);
+    two.extend(framed(false, len, &valid));
+    for (case, body, reason) in [
+        ("no message", Vec::new(), "malformed_request"),
+        ("a prefix cut short", vec![0, 0, 0], "malformed_request"),
+        (
+            "a message cut short",
+            framed(false, len + 1, &valid),
+            "malformed_request",
+        ),
+        ("two messages", two, "malformed_request"),
+        // Compression was not negotiated (no grpc-encoding), so the flag cannot be honoured.
+        (
+            "a compressed message",
+            framed(true, len, &valid),
+            "malformed_request",
+        ),
+        // Refused on the declared length, before the bytes are waited for.
+        (
+            "a message declared as 1 GiB",
+            framed(false, 1 << 30, &valid),
+            "request_too_large",
+        ),
+    ] {
+        assert_eq!(
+            send_body(&federation, body).await,
+            (Code::InvalidArgument, reason.to_owned()),
+            "{case}"
+        );
+    }
+    // The same message, framed right: answered.
+    let (status, bytes) = post(&federation, framed(false, len, &valid)).await;
+    assert_eq!(status.code(), Code::Ok);
+    let reply = isnad_proto::v1::AttributesResponse::decode(&bytes[5..]).expect("a reply");
+    assert!(reply.attributes.contains_key("full_name_en"), "released");
+}
+
 #[tokio::test]
 async fn names_with_control_characters_paths_or_odd_sizes_get_a_reason_code() {
     let federation = Federation::start();

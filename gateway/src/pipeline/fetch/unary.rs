@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use h2::client::{ResponseFuture, SendRequest};
 use http::{HeaderMap, Method, Request, StatusCode, Uri, header};
 use isnad_proto::v1::{FetchRequest, FetchResponse};
@@ -28,6 +28,8 @@ use isnad_tls::client::{ChannelSettings, Target};
 use prost::Message;
 use rustls::ClientConfig;
 use tonic::Code;
+
+use crate::grpc_message::{self, Gathered, MessageError};
 
 /// The method's path.
 const FETCH_PATH: &str = "/isnad.v1.Provider/Fetch";
@@ -38,8 +40,6 @@ const STREAM_WINDOW: u32 = 1024 * 1024;
 const CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
 /// Largest header list accepted from a provider.
 const MAX_HEADER_LIST: u32 = 16 * 1024;
-/// The gRPC message prefix: a compression flag and a 4-byte length.
-const PREFIX: usize = 5;
 
 /// Why a call has no reply message.
 #[derive(Debug)]
@@ -53,6 +53,15 @@ pub(super) enum CallError {
     TooLarge,
     /// The reply is not a well-formed gRPC reply to a unary call.
     Malformed(&'static str),
+}
+
+impl From<MessageError> for CallError {
+    fn from(error: MessageError) -> CallError {
+        match error {
+            MessageError::TooLarge => CallError::TooLarge,
+            MessageError::Malformed(what) => CallError::Malformed(what),
+        }
+    }
 }
 
 impl std::fmt::Display for CallError {
@@ -146,7 +155,7 @@ impl Upstream {
         timeout: Duration,
     ) -> Result<FetchResponse, CallError> {
         let slot = &self.slots[self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()];
-        let body = encode(request);
+        let body = grpc_message::encode(request);
         let mut retried = false;
         loop {
             let (generation, sender, fresh) = self.connection(slot).await?;
@@ -260,12 +269,12 @@ impl Upstream {
         if let Some(code) = grpc_status(response.headers()) {
             // Trailers-only: a status and no message.
             return Err(match code {
-                Code::Ok => CallError::Malformed("no reply message"),
+                Code::Ok => CallError::Malformed("no message"),
                 code => CallError::Status(code),
             });
         }
         let mut body = response.into_body();
-        let mut message = ReplyMessage::default();
+        let mut message = Gathered::default();
         while let Some(chunk) = body.data().await {
             let chunk = chunk.map_err(stream_error)?;
             let _ = body.flow_control().release_capacity(chunk.len());
@@ -280,83 +289,6 @@ impl Upstream {
         let bytes = message.complete()?;
         FetchResponse::decode(bytes).map_err(|_| CallError::Malformed("not a FetchResponse"))
     }
-}
-
-/// The reply message as it arrives, in one or more pieces.
-#[derive(Debug, Default)]
-struct ReplyMessage {
-    /// The first piece, kept as it came: usually the whole message.
-    first: Bytes,
-    /// The pieces gathered, once there is more than one.
-    gathered: BytesMut,
-}
-
-impl ReplyMessage {
-    /// Adds a piece; refuses a message whose declared or received length is over `max`.
-    fn push(&mut self, piece: Bytes, max: usize) -> Result<(), CallError> {
-        if self.bytes().len().saturating_add(piece.len()) > PREFIX.saturating_add(max) {
-            return Err(CallError::TooLarge);
-        }
-        if self.first.is_empty() && self.gathered.is_empty() {
-            self.first = piece;
-        } else {
-            if self.gathered.is_empty() {
-                self.gathered.extend_from_slice(&self.first);
-                self.first = Bytes::new();
-            }
-            self.gathered.extend_from_slice(&piece);
-        }
-        let bytes = self.bytes();
-        if bytes.len() >= PREFIX {
-            let declared = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
-            if declared as usize > max {
-                return Err(CallError::TooLarge);
-            }
-        }
-        Ok(())
-    }
-
-    fn bytes(&self) -> &[u8] {
-        if self.gathered.is_empty() {
-            &self.first
-        } else {
-            &self.gathered
-        }
-    }
-
-    /// The message without its prefix, if exactly one uncompressed message arrived.
-    fn complete(self) -> Result<Bytes, CallError> {
-        let mut bytes = if self.gathered.is_empty() {
-            self.first
-        } else {
-            self.gathered.freeze()
-        };
-        if bytes.len() < PREFIX {
-            return Err(CallError::Malformed("no reply message"));
-        }
-        if bytes[0] != 0 {
-            // The gateway offers no compression; a compressed reply is not one it asked for.
-            return Err(CallError::Malformed("compressed reply"));
-        }
-        let declared = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize;
-        bytes.advance(PREFIX);
-        if bytes.len() != declared {
-            return Err(CallError::Malformed("reply length differs from its prefix"));
-        }
-        Ok(bytes)
-    }
-}
-
-/// `request` as a length-prefixed gRPC message.
-fn encode(request: &FetchRequest) -> Bytes {
-    let len = request.encoded_len();
-    let mut buf = BytesMut::with_capacity(PREFIX + len);
-    buf.put_u8(0);
-    buf.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
-    request
-        .encode(&mut buf)
-        .expect("the buffer has the message's length");
-    buf.freeze()
 }
 
 /// The `grpc-status` of a header block.
@@ -397,103 +329,6 @@ fn stream_error(error: h2::Error) -> CallError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn framed(payload: &[u8]) -> Vec<u8> {
-        let mut out = vec![0];
-        out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-        out.extend_from_slice(payload);
-        out
-    }
-
-    #[test]
-    fn a_message_in_pieces_is_put_together() {
-        let whole = framed(b"hello, provider");
-        for split in 0..whole.len() {
-            let mut message = ReplyMessage::default();
-            for piece in [&whole[..split], &whole[split..]] {
-                if !piece.is_empty() {
-                    message
-                        .push(Bytes::copy_from_slice(piece), 100)
-                        .expect("within the limit");
-                }
-            }
-            assert_eq!(
-                &message.complete().expect("complete")[..],
-                b"hello, provider"
-            );
-        }
-    }
-
-    #[test]
-    fn the_declared_length_is_checked_before_the_message_arrives() {
-        let mut message = ReplyMessage::default();
-        let mut prefix = vec![0];
-        prefix.extend_from_slice(&101u32.to_be_bytes());
-        assert!(matches!(
-            message.push(Bytes::from(prefix), 100),
-            Err(CallError::TooLarge)
-        ));
-    }
-
-    #[test]
-    fn more_bytes_than_the_limit_are_refused_whatever_the_prefix_says() {
-        let mut message = ReplyMessage::default();
-        message
-            .push(Bytes::from(framed(&[7; 100])), 100)
-            .expect("exactly the limit");
-        assert!(matches!(
-            message.push(Bytes::from_static(&[0]), 100),
-            Err(CallError::TooLarge)
-        ));
-    }
-
-    #[test]
-    fn short_compressed_and_trailing_replies_are_malformed() {
-        let complete = |bytes: Vec<u8>| {
-            let mut message = ReplyMessage::default();
-            message.push(Bytes::from(bytes), 100).expect("small");
-            message.complete()
-        };
-        assert!(matches!(
-            ReplyMessage::default().complete(),
-            Err(CallError::Malformed("no reply message"))
-        ));
-        let mut compressed = framed(b"x");
-        compressed[0] = 1;
-        assert!(matches!(
-            complete(compressed),
-            Err(CallError::Malformed("compressed reply"))
-        ));
-        let mut two = framed(b"x");
-        two.extend(framed(b"y"));
-        assert!(matches!(
-            complete(two),
-            Err(CallError::Malformed("reply length differs from its prefix"))
-        ));
-        let mut cut = framed(b"xyz");
-        cut.pop();
-        assert!(matches!(
-            complete(cut),
-            Err(CallError::Malformed("reply length differs from its prefix"))
-        ));
-    }
-
-    #[test]
-    fn a_request_is_framed_with_its_length() {
-        let request = FetchRequest {
-            subject: "784199000000001".to_owned(),
-            fields: vec!["full_name_en".to_owned()],
-            ..FetchRequest::default()
-        };
-        let bytes = encode(&request);
-        assert_eq!(bytes[0], 0);
-        let declared = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize;
-        assert_eq!(declared, bytes.len() - PREFIX);
-        assert_eq!(
-            FetchRequest::decode(&bytes[PREFIX..]).expect("decodes"),
-            request
-        );
-    }
 
     #[test]
     fn http_and_reset_failures_map_to_grpc_codes() {
