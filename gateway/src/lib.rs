@@ -3,6 +3,7 @@
 //!
 //! - [`pipeline`]: the steps of a `GetAttributes` request, one module each.
 //! - [`server`]: the gRPC server over mutual TLS (Exchange, health, reflection).
+//! - [`exchange`]: `GetAttributes` taken from the server straight to the pipeline.
 //! - [`audit_trail`]: the node's audit log; [`audit_service`]: `isnad.v1.Audit` for auditors.
 //! - [`provenance`]: the signature every response carries, and how it is checked.
 //! - [`config`]: the configuration file of `isnad serve`.
