@@ -6,11 +6,11 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// The message prefix: a compression flag and a 4-byte big-endian length.
-pub(crate) const PREFIX: usize = 5;
+pub const PREFIX: usize = 5;
 
 /// Why the bytes that arrived are not the one message of a unary call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum MessageError {
+pub enum MessageError {
     /// The message is declared, or has grown, longer than the limit.
     TooLarge,
     /// Not exactly one whole, uncompressed message.
@@ -19,7 +19,7 @@ pub(crate) enum MessageError {
 
 /// A message as it arrives, in one or more pieces.
 #[derive(Debug, Default)]
-pub(crate) struct Gathered {
+pub struct Gathered {
     /// The first piece, kept as it came: usually the whole message.
     first: Bytes,
     /// The pieces gathered, once there is more than one.
@@ -28,7 +28,7 @@ pub(crate) struct Gathered {
 
 impl Gathered {
     /// Adds a piece; refuses a message whose declared or received length is over `max`.
-    pub(crate) fn push(&mut self, piece: Bytes, max: usize) -> Result<(), MessageError> {
+    pub fn push(&mut self, piece: Bytes, max: usize) -> Result<(), MessageError> {
         if self.bytes().len().saturating_add(piece.len()) > PREFIX.saturating_add(max) {
             return Err(MessageError::TooLarge);
         }
@@ -60,7 +60,7 @@ impl Gathered {
     }
 
     /// The message without its prefix, if exactly one uncompressed message arrived.
-    pub(crate) fn complete(self) -> Result<Bytes, MessageError> {
+    pub fn complete(self) -> Result<Bytes, MessageError> {
         let mut bytes = if self.gathered.is_empty() {
             self.first
         } else {
@@ -85,7 +85,7 @@ impl Gathered {
 }
 
 /// `message` with its prefix, in one buffer.
-pub(crate) fn encode(message: &impl prost::Message) -> Bytes {
+pub fn encode(message: &impl prost::Message) -> Bytes {
     let len = message.encoded_len();
     let mut buf = BytesMut::with_capacity(PREFIX + len);
     buf.put_u8(0);

@@ -4,6 +4,7 @@
 //! - [`pipeline`]: the steps of a `GetAttributes` request, one module each.
 //! - [`server`]: the gRPC server over mutual TLS (Exchange, health, reflection).
 //! - [`exchange`]: `GetAttributes` taken from the server straight to the pipeline.
+//! - [`grpc_message`]: one length-prefixed gRPC message, framed and put together.
 //! - [`audit_trail`]: the node's audit log; [`audit_service`]: `isnad.v1.Audit` for auditors.
 //! - [`provenance`]: the signature every response carries, and how it is checked.
 //! - [`config`]: the configuration file of `isnad serve`.
@@ -17,7 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod consent_keys;
 pub mod exchange;
-mod grpc_message;
+pub mod grpc_message;
 pub mod pipeline;
 pub mod policy_store;
 pub mod provenance;
