@@ -38,6 +38,17 @@ use crate::pipeline::Pipeline;
 /// The method's path.
 pub const GET_ATTRIBUTES: &str = "/isnad.v1.Exchange/GetAttributes";
 
+/// Refusals of a request that could not be read, as (reason code, message): the same whether
+/// this layer or tonic's codec (for the forms handed on) met the request.
+pub(crate) const FAR_TOO_LARGE: (&str, &str) = (
+    "request_too_large",
+    "admit: the request is far over the gateway's size limit",
+);
+pub(crate) const NOT_A_REQUEST: (&str, &str) = (
+    "malformed_request",
+    "admit: the request is not a well-formed message of this method's type",
+);
+
 /// Serves [`GET_ATTRIBUTES`] itself and hands everything else to the service it wraps.
 #[derive(Debug, Clone)]
 pub struct ExchangeLayer {
@@ -126,10 +137,7 @@ impl ExchangeLayer {
             Err(refusal) => return refusal,
         };
         let Ok(message) = AttributesRequest::decode(message) else {
-            return refuse_unread(
-                "malformed_request",
-                "admit: the request is not a well-formed message of this method's type",
-            );
+            return refuse_unread(NOT_A_REQUEST);
         };
         let peer = parts.extensions.get::<Arc<PeerInfo>>();
         let grpc_timeout = parts
@@ -171,19 +179,16 @@ async fn read_message(mut body: Body, max: usize) -> Result<Bytes, Response<Body
 
 fn refusal(error: MessageError) -> Response<Body> {
     match error {
-        MessageError::TooLarge => refuse_unread(
-            "request_too_large",
-            "admit: the request is far over the gateway's size limit",
-        ),
-        MessageError::Malformed(_) => refuse_unread(
-            "malformed_request",
+        MessageError::TooLarge => refuse_unread(FAR_TOO_LARGE),
+        MessageError::Malformed(_) => refuse_unread((
+            NOT_A_REQUEST.0,
             "admit: the request is not one whole, uncompressed message of this method's type",
-        ),
+        )),
     }
 }
 
 /// A refusal of a request that was not read: logged by its reason alone.
-fn refuse_unread(reason: &'static str, text: &'static str) -> Response<Body> {
+fn refuse_unread((reason, text): (&str, &str)) -> Response<Body> {
     tracing::info!(reason, "request refused before decoding");
     errors::status(Code::InvalidArgument, reason, text).into_http()
 }

@@ -23,7 +23,7 @@ use crate::audit_service::AuditService;
 use crate::audit_trail::AuditTrail;
 use crate::config::GatewayConfig;
 use crate::consent_keys::ConsentKeys;
-use crate::exchange::ExchangeLayer;
+use crate::exchange::{ExchangeLayer, FAR_TOO_LARGE, NOT_A_REQUEST};
 use crate::pipeline::{AgencyLimits, HashKey, Pipeline};
 use crate::policy_store::{Capabilities, PolicyStore, UpstreamSettings};
 use crate::provenance::ProvenanceSigner;
@@ -521,19 +521,15 @@ fn precise_codec_errors(
         .unwrap_or_default()
         .replace("%20", " ");
     let (reason, text) = match code {
-        Code::OutOfRange if message.starts_with("Error, decoded message length too large") => (
-            "request_too_large",
-            "admit: the request is far over the gateway's size limit",
-        ),
+        Code::OutOfRange if message.starts_with("Error, decoded message length too large") => {
+            FAR_TOO_LARGE
+        }
         Code::Internal
             if message.starts_with("failed to decode Protobuf message")
                 || message.starts_with("protocol error")
                 || message.starts_with("Unexpected EOF") =>
         {
-            (
-                "malformed_request",
-                "admit: the request is not a well-formed message of this method's type",
-            )
+            NOT_A_REQUEST
         }
         _ => return response,
     };

@@ -4,10 +4,10 @@
 //! length-prefixed request, and a reply of HEADERS, DATA and trailers. tonic's channel does the
 //! same through a tower buffer (a queue and a worker task between the caller and the
 //! connection), hyper's client dispatch and a task per request body to stream it; in the
-//! gateway's profile those layers took about a quarter of its workers' time for what is one fixed message
-//! each way. Here a call takes a connection of the provider's pool, sends the whole request
-//! with the end of the stream, and reads the reply in place, with the size limit checked
-//! against the length the provider declares before any of it is buffered.
+//! gateway's profile those layers took about a quarter of its workers' time for what is one
+//! fixed message each way. Here a call takes a connection of the provider's pool, sends the
+//! whole request with the end of the stream, and reads the reply in place, with the size limit
+//! checked against the length the provider declares before any of it is buffered.
 //!
 //! Connections are made on first use and replaced after they fail: a connection whose stream
 //! fails for a reason other than that stream's own reset is forgotten, and a request that could
