@@ -114,6 +114,12 @@ pub(crate) struct LoadResult {
     /// CPU time over the measured time (cores kept busy), by process name.
     #[serde(default)]
     pub(crate) cpu_cores: Vec<(String, f64)>,
+    /// Context switches (every thread's, voluntary and not) per successful request, by process.
+    #[serde(default)]
+    pub(crate) switches_per_request: Vec<(String, f64)>,
+    /// Read and write system calls per successful request, by process.
+    #[serde(default)]
+    pub(crate) io_calls_per_request: Vec<(String, f64)>,
     /// Latency by percentile, for plots: (percentile, microseconds) from p0 to p99.99 and max.
     #[serde(default)]
     pub(crate) latency_curve: Vec<(f64, u64)>,
@@ -304,6 +310,68 @@ pub(crate) fn total_ticks(pids: &[u32]) -> anyhow::Result<u64> {
     pids.iter().map(|pid| cpu_ticks(*pid)).sum()
 }
 
+/// What a set of processes has done so far: CPU time, context switches and read or write
+/// system calls. Per request, the last two show how well each side batches its work: every
+/// wake-up and every system call costs about the same whatever it carries.
+#[derive(Debug, Clone, Copy, Default)]
+struct Usage {
+    ticks: u64,
+    switches: u64,
+    io_calls: u64,
+}
+
+impl Usage {
+    fn of(pids: &[u32]) -> anyhow::Result<Usage> {
+        let mut usage = Usage::default();
+        for &pid in pids {
+            usage.ticks += cpu_ticks(pid)?;
+            usage.switches += context_switches(pid)?;
+            usage.io_calls += io_calls(pid)?;
+        }
+        Ok(usage)
+    }
+
+    fn of_all(processes: &[(String, Vec<u32>)]) -> anyhow::Result<Vec<Usage>> {
+        processes.iter().map(|(_, pids)| Usage::of(pids)).collect()
+    }
+}
+
+/// Voluntary and involuntary context switches of every thread of `pid` now alive (threads
+/// that ended took theirs with them; the servers measured here keep theirs).
+fn context_switches(pid: u32) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let Ok(status) = std::fs::read_to_string(task?.path().join("status")) else {
+            continue; // the thread ended since the listing
+        };
+        for line in status.lines() {
+            if let Some(n) = line
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+            {
+                total += n.trim().parse::<u64>()?;
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// Read and write system calls of `pid` (`syscr` + `syscw` of `/proc/<pid>/io`: reads, writes
+/// and their vector and socket forms; not epoll, futex or sleeps).
+fn io_calls(pid: u32) -> anyhow::Result<u64> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io"))?;
+    let mut total = 0;
+    for line in io.lines() {
+        if let Some(n) = line
+            .strip_prefix("syscr:")
+            .or_else(|| line.strip_prefix("syscw:"))
+        {
+            total += n.trim().parse::<u64>()?;
+        }
+    }
+    Ok(total)
+}
+
 pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<LoadResult> {
     let material = TlsFiles::in_dir(&args.pki, &args.as_name).load()?;
     let expected = match &args.expect {
@@ -362,10 +430,7 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<LoadResult> {
         let processes = processes.clone();
         tokio::spawn(async move {
             tokio::time::sleep_until(measure_from.into()).await;
-            processes
-                .iter()
-                .map(|(_, pids)| total_ticks(pids))
-                .collect::<anyhow::Result<Vec<u64>>>()
+            Usage::of_all(&processes)
         })
     };
 
@@ -459,12 +524,7 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<LoadResult> {
         calls += tally.calls;
         if after.is_none() {
             // The first worker ends right at `end`: sample CPU before stragglers add to it.
-            after = Some(
-                processes
-                    .iter()
-                    .map(|(_, pids)| total_ticks(pids))
-                    .collect::<anyhow::Result<Vec<u64>>>()?,
-            );
+            after = Some(Usage::of_all(&processes)?);
         }
         histogram.add(&tally.histogram)?;
         ok += tally.ok;
@@ -476,19 +536,18 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<LoadResult> {
     let after = after.unwrap_or_else(|| before.clone());
     let seconds = measure.as_secs_f64();
     let ticks = clock_ticks_per_second();
-    let cpu_us_per_request = processes
-        .iter()
-        .zip(before.iter().zip(&after))
-        .map(|((name, _), (b, a))| {
-            let cpu_us = (a - b) as f64 / ticks * 1e6;
-            (name.clone(), if ok > 0 { cpu_us / ok as f64 } else { 0.0 })
-        })
-        .collect();
-    let cpu_cores = processes
-        .iter()
-        .zip(before.iter().zip(&after))
-        .map(|((name, _), (b, a))| (name.clone(), (a - b) as f64 / ticks / seconds))
-        .collect();
+    let per_process = |f: &dyn Fn(&Usage, &Usage) -> f64| -> Vec<(String, f64)> {
+        processes
+            .iter()
+            .zip(before.iter().zip(&after))
+            .map(|((name, _), (b, a))| (name.clone(), f(b, a)))
+            .collect()
+    };
+    let per_request = |n: u64| if ok > 0 { n as f64 / ok as f64 } else { 0.0 };
+    let cpu_us_per_request = per_process(&|b, a| per_request(a.ticks - b.ticks) / ticks * 1e6);
+    let cpu_cores = per_process(&|b, a| (a.ticks - b.ticks) as f64 / ticks / seconds);
+    let switches_per_request = per_process(&|b, a| per_request(a.switches - b.switches));
+    let io_calls_per_request = per_process(&|b, a| per_request(a.io_calls - b.io_calls));
     Ok(LoadResult {
         name: args.name,
         mode,
@@ -504,6 +563,8 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<LoadResult> {
         failures,
         cpu_us_per_request,
         cpu_cores,
+        switches_per_request,
+        io_calls_per_request,
         latency_curve: CURVE
             .iter()
             .map(|&p| (p, histogram.value_at_percentile(p)))

@@ -17,6 +17,28 @@ pub(crate) struct ReportArgs {
     latency_ratios: Vec<String>,
 }
 
+/// The median over `runs` of each process's value of a per-process figure, in the order of the
+/// first run.
+fn medians(
+    runs: &[&LoadResult],
+    figure: fn(&LoadResult) -> &Vec<(String, f64)>,
+) -> Vec<(String, f64)> {
+    let Some(first) = runs.first() else {
+        return Vec::new();
+    };
+    figure(first)
+        .iter()
+        .map(|(process, _)| {
+            let mut values: Vec<f64> = runs
+                .iter()
+                .filter_map(|r| figure(r).iter().find(|(p, _)| p == process))
+                .map(|(_, value)| *value)
+                .collect();
+            (process.clone(), median(&mut values))
+        })
+        .collect()
+}
+
 /// Reads one latency quantile of a run, in microseconds.
 type Quantile = fn(&LoadResult) -> u64;
 
@@ -82,28 +104,16 @@ pub(crate) fn run(args: ReportArgs) -> anyhow::Result<()> {
         let quantile = |f: fn(&LoadResult) -> u64| {
             median(&mut all.iter().map(|r| f(r) as f64 / 1000.0).collect::<Vec<_>>())
         };
-        let mut cpu: Vec<String> = Vec::new();
-        for (process, _) in &all[0].cpu_us_per_request {
-            let mut values: Vec<f64> = all
-                .iter()
-                .filter_map(|r| r.cpu_us_per_request.iter().find(|(p, _)| p == process))
-                .map(|(_, us)| *us)
-                .collect();
-            let mut cores: Vec<f64> = all
-                .iter()
-                .filter_map(|r| r.cpu_cores.iter().find(|(p, _)| p == process))
-                .map(|(_, cores)| *cores)
-                .collect();
-            if cores.is_empty() {
-                cpu.push(format!("{process} {:.0}", median(&mut values)));
-            } else {
-                cpu.push(format!(
-                    "{process} {:.0} ({:.2} cores)",
-                    median(&mut values),
-                    median(&mut cores)
-                ));
-            }
-        }
+        let cores = medians(&all, |r| &r.cpu_cores);
+        let cpu: Vec<String> = medians(&all, |r| &r.cpu_us_per_request)
+            .into_iter()
+            .map(
+                |(process, us)| match cores.iter().find(|(p, _)| *p == process) {
+                    Some((_, cores)) => format!("{process} {us:.0} ({cores:.2} cores)"),
+                    None => format!("{process} {us:.0}"),
+                },
+            )
+            .collect();
         let mut failures: std::collections::BTreeMap<&str, u64> = Default::default();
         for run in &all {
             for (why, count) in &run.failures {
@@ -127,6 +137,28 @@ pub(crate) fn run(args: ReportArgs) -> anyhow::Result<()> {
     println!();
     println!("Requests/s: all rounds together. Latencies and CPU: median over rounds.");
     println!();
+    if results.iter().any(|r| !r.switches_per_request.is_empty()) {
+        println!("| scenario | context switches/request | read and write system calls/request |");
+        println!("|---|---|---|");
+        for name in &names {
+            let all: Vec<&LoadResult> = runs(&results, name).collect();
+            let show = |values: Vec<(String, f64)>| {
+                let shown: Vec<String> = values
+                    .iter()
+                    .map(|(process, n)| format!("{process} {n:.2}"))
+                    .collect();
+                shown.join(", ")
+            };
+            println!(
+                "| {name} | {} | {} |",
+                show(medians(&all, |r| &r.switches_per_request)),
+                show(medians(&all, |r| &r.io_calls_per_request))
+            );
+        }
+        println!();
+        println!("Per process, every thread, median over rounds.");
+        println!();
+    }
     for ratio in &args.ratios {
         let (a, b) = ratio
             .split_once('/')
