@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::checkpoint::{Checkpoint, CheckpointSigner, VerifierKey};
 use crate::error::{AppendError, FatalError, OpenError, ReadError};
@@ -79,10 +79,13 @@ pub struct Options {
     /// Keep the query index up to date (default true).
     pub index: bool,
     /// Group commit delay (default none): when the last batch held more than one record (so
-    /// appends arrive concurrently), the writer waits this long before taking the next batch,
-    /// so that more records share its write and `fdatasync`. A sync costs the same for one
-    /// record or a hundred; this trades a bounded wait for fewer of them under load, as
-    /// PostgreSQL's `commit_delay` does. Appends that arrive one at a time are never delayed.
+    /// appends arrive concurrently), the writer takes the next batch no sooner than this long
+    /// after the last one became durable, so that more records share its write and
+    /// `fdatasync`. A sync costs the same for one record or a hundred; this trades a bounded
+    /// wait for fewer of them under load, as PostgreSQL's `commit_delay` does. The time the
+    /// records' `done` callbacks take counts towards it (a caller may do a batch's own work
+    /// there, as the gateway signs its responses). Appends that arrive one at a time are never
+    /// delayed.
     pub commit_delay: Duration,
     /// How far the last segment is extended with zero bytes at a time, ahead of its records
     /// (default [`PREALLOCATE`], 1 MiB; never past `segment_size`). A batch that writes
@@ -249,11 +252,25 @@ pub(crate) struct Shared {
 
 /// Durable batches handed from the writer to the indexer thread, so that indexing never
 /// delays a sync or an acknowledgement.
+///
+/// The indexer takes the feed in large batches: when [`INDEX_BATCH`] records wait, when a
+/// query needs them (it sets `wanted`), or [`INDEX_LAG`] after the first of them arrived. Under
+/// load that is one wake-up of the indexer for hundreds of records instead of one per group
+/// commit (each wake-up is two context switches, as costly as indexing a few records).
 struct IndexFeed {
     batches: VecDeque<(u64, Vec<Vec<u8>>)>,
     records: usize,
+    /// A query waits for the index to catch up.
+    wanted: bool,
     closed: bool,
 }
+
+/// Records that wake the indexer as soon as they wait.
+const INDEX_BATCH: usize = 512;
+
+/// How long records may wait for the indexer when fewer than [`INDEX_BATCH`] arrive and no
+/// query asks for them.
+const INDEX_LAG: Duration = Duration::from_millis(50);
 
 /// The most records waiting for the indexer; beyond it the writer waits (memory stays bounded).
 const MAX_FEED: usize = 1 << 18;
@@ -502,6 +519,7 @@ impl AuditLog {
             feed: Mutex::new(IndexFeed {
                 batches: VecDeque::new(),
                 records: 0,
+                wanted: false,
                 closed: false,
             }),
             feed_cv: Condvar::new(),
@@ -529,6 +547,7 @@ impl AuditLog {
             limit: options.segment_size.max(1),
             commit_delay: options.commit_delay,
             last_batch: 0,
+            last_durable: Instant::now(),
             buf: Vec::with_capacity(1 << 20),
             offsets_buf: Vec::new(),
             syncs: 0,
@@ -893,15 +912,26 @@ impl Shared {
                 .wait(feed)
                 .unwrap_or_else(|e| e.into_inner());
         }
+        let first = feed.batches.is_empty();
         feed.records += records.len();
         feed.batches.push_back((start, records));
+        let wake = first || feed.records >= INDEX_BATCH;
         drop(feed);
-        self.feed_cv.notify_one();
+        // The first batch starts the indexer's lag; it is woken again once enough wait.
+        if wake {
+            self.feed_cv.notify_one();
+        }
     }
 
     fn wait_indexed(&self, index: &Index, size: TreeSize) {
         let mut feed = lock(&self.feed);
         while index.position() < size.0 && !feed.closed && !index.failed() {
+            // Asked again after each wake-up: the records may have been fed after the
+            // indexer's last take.
+            if !feed.wanted {
+                feed.wanted = true;
+                self.feed_cv.notify_one();
+            }
             feed = self
                 .indexed_cv
                 .wait_timeout(feed, Duration::from_millis(100))
@@ -926,7 +956,21 @@ fn indexer(shared: Arc<Shared>) {
             if feed.batches.is_empty() {
                 return;
             }
+            // Records wait: let more join them, unless enough are here or someone needs them.
+            let until = Instant::now() + INDEX_LAG;
+            while feed.records < INDEX_BATCH && !feed.wanted && !feed.closed {
+                let left = until.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                feed = shared
+                    .feed_cv
+                    .wait_timeout(feed, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
             feed.records = 0;
+            feed.wanted = false;
             std::mem::take(&mut feed.batches)
         };
         for (start, records) in work {
@@ -1048,6 +1092,8 @@ struct Writer {
     commit_delay: Duration,
     /// Records in the last batch written.
     last_batch: usize,
+    /// When the last batch became durable (before its callbacks ran).
+    last_durable: Instant,
     buf: Vec<u8>,
     offsets_buf: Vec<u8>,
     syncs: u64,
@@ -1073,10 +1119,13 @@ impl Writer {
                     self.close();
                     return;
                 }
-                if self.last_batch > 1 && !self.commit_delay.is_zero() && !q.closed {
+                let wait = self
+                    .commit_delay
+                    .saturating_sub(self.last_durable.elapsed());
+                if self.last_batch > 1 && !wait.is_zero() && !q.closed {
                     // Appends arrive concurrently: let the ones on their way join this batch.
                     drop(q);
-                    std::thread::sleep(self.commit_delay);
+                    std::thread::sleep(wait);
                     q = lock(&self.shared.queue);
                 }
                 q.items.drain(..).collect()
@@ -1097,6 +1146,7 @@ impl Writer {
         let start = self.next;
         match self.write(&batch) {
             Ok(size) => {
+                self.last_durable = Instant::now();
                 let mut records = Vec::with_capacity(batch.len());
                 for (i, p) in batch.into_iter().enumerate() {
                     let Pending { record, done } = p;
