@@ -257,6 +257,128 @@ INVALID = {
 }
 
 
+# The same store in block style, one key per line, for the shape variants below.
+BLOCK_CATALOGUE = """\
+federation: f.example
+agencies:
+  p1:
+    name: P1
+    level: federal
+    endpoint: "https://p1.internal:7601"
+  c2:
+    name: C2
+    level: local
+    emirate: sharjah
+groups:
+  shj:
+    description: Sharjah
+    level: local
+    emirate: sharjah
+    members:
+      - c2
+datasets:
+  d.one:
+    provider: p1
+    description: One.
+    fields:
+      t:
+        type: date
+        class: personal
+purposes:
+  pa:
+    code: A-1
+    description: Purpose A.
+"""
+
+BLOCK_RULES = """\
+rules:
+  - id: block
+    description: Every key of a rule.
+    consumer: shj
+    dataset: d.one
+    purpose: pa
+    legal_basis: statute
+    reference: Law 1
+    consent_required: true
+    valid_from: 2026-01-01
+    valid_until: 2027-12-31
+    status: enforce
+    limit:
+      requests: 5
+      per: day
+    fields:
+      t:
+        derive: age_over(18)
+"""
+
+# Values a key's value is replaced with: the wrong shapes, and nothing.
+SHAPES = {"list": "[1, 2]", "map": "{ a: 1 }", "null": "~", "number": "7", "empty": '""'}
+
+
+def shape_variants():
+    """For every key line of the block store: the key twice, the key left out, and its value
+    replaced by each of SHAPES. Each reaches one branch of the derived deserializers (a
+    duplicate, a missing or an unexpected type of that key of that document), which byte
+    mutation finds only by luck. Whether each compiles is not checked: most do not."""
+    variants = {}
+    for part, text in (("cat", BLOCK_CATALOGUE), ("rule", BLOCK_RULES)):
+        lines = text.splitlines(keepends=True)
+        for i, line in enumerate(lines):
+            key, colon, value = line.strip().removeprefix("- ").partition(":")
+            if not colon or not key.replace("_", "").replace(".", "").isalnum():
+                continue
+            indent = line[: len(line) - len(line.lstrip())]
+            if line.strip().startswith("- "):
+                indent += "  "
+            # the lines that belong to this key: deeper-indented ones after it
+            end = i + 1
+            while end < len(lines) and len(lines[end]) - len(lines[end].lstrip()) > len(indent):
+                end += 1
+            block = "".join(lines[i:end])
+            edits = {"twice": block + indent + block.lstrip() if not line.strip().startswith("- ")
+                              else block + indent + block.strip().removeprefix("- ") + "\n"}
+            if not line.strip().startswith("- "):
+                edits["missing"] = ""
+            for shape, written in SHAPES.items():
+                head = line[: line.index(":") + 1]
+                edits[shape] = head + " " + written + "\n"
+            for edit, replacement in edits.items():
+                changed = "".join(lines[:i]) + replacement + "".join(lines[end:])
+                name = f"shape-{part}-{i:02}-{key}-{edit}"
+                if part == "cat":
+                    variants[name] = store(catalogue=changed, a=BLOCK_RULES, b=None)
+                else:
+                    variants[name] = store(catalogue=BLOCK_CATALOGUE, a=changed, b=None)
+    return variants
+
+
+# Derive and generalize written as text take the parser of `Transform::parse`: its spacing,
+# signs, zeros and bounds.
+TEXT_FORMS = [
+    "age_over(18)", " age_over( 18 ) ", "age_over(+18)", "age_over(018)", "age_over(-1)",
+    "age_over(4294967296)", "age_over()", "age_over(18", "age_over", "age_over(1)(2)",
+    "year_of", "year_of()", "hash", "mask(keep_last=4)", "mask(keep_first = 0)", "mask(keep_last)",
+    "generalize(year)", "generalize(month)", "generalize(step=10)", "generalize(step=-5)",
+    "generalize(bands=[0, 10, 20])", "generalize(bands=[])", "generalize(bands=[1,,2])",
+    "generalize(bands=1,2)", "generalize(day)", "AGE_OVER(18)", "age_over(\u0661\u0668)",
+]
+
+
+def text_variants():
+    return {
+        f"text-{i:02}": store(catalogue=BLOCK_CATALOGUE,
+                              a=edit(BLOCK_RULES, "derive: age_over(18)", "derive: " + json_str(form)),
+                              b=None)
+        for i, form in enumerate(TEXT_FORMS)
+    }
+
+
+def json_str(text):
+    """A double-quoted YAML scalar (JSON's escapes are YAML's)."""
+    import json
+    return json.dumps(text, ensure_ascii=False)
+
+
 def write():
     os.makedirs(OUT, exist_ok=True)
     for old in os.listdir(OUT):
@@ -269,13 +391,20 @@ def write():
     for name, (data, _) in INVALID.items():
         with open(os.path.join(OUT, "small-bad-" + name), "wb") as f:
             f.write(data)
-    print(f"wrote {len(VALID)} valid and {len(INVALID)} invalid seeds to {OUT}")
+    extra = {**shape_variants(), **text_variants()}
+    for name, data in extra.items():
+        with open(os.path.join(OUT, "small-" + name), "wb") as f:
+            f.write(data)
+    print(f"wrote {len(VALID)} valid, {len(INVALID)} invalid and {len(extra)} shape and text "
+          f"seeds to {OUT}")
 
 
 def check(isnad):
     """Each valid seed passes `isnad policy check`; each bad one fails, printing its error."""
     failures = 0
     cases = [(n, d, None) for n, d in VALID.items()] + [(n, d, e) for n, (d, e) in INVALID.items()]
+    # the block store itself compiles, so its variants differ from a valid store by one edit
+    cases.append(("block", store(catalogue=BLOCK_CATALOGUE, a=BLOCK_RULES, b=None), None))
     for name, data, expected in cases:
         with tempfile.TemporaryDirectory() as tmp:
             parts = data.split(SEPARATOR)
