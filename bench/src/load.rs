@@ -344,14 +344,10 @@ fn context_switches(pid: u32) -> anyhow::Result<u64> {
         let Ok(status) = std::fs::read_to_string(task?.path().join("status")) else {
             continue; // the thread ended since the listing
         };
-        for line in status.lines() {
-            if let Some(n) = line
-                .strip_prefix("voluntary_ctxt_switches:")
-                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
-            {
-                total += n.trim().parse::<u64>()?;
-            }
-        }
+        total += sum_of(
+            &status,
+            &["voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:"],
+        )?;
     }
     Ok(total)
 }
@@ -360,12 +356,14 @@ fn context_switches(pid: u32) -> anyhow::Result<u64> {
 /// and their vector and socket forms; not epoll, futex or sleeps).
 fn io_calls(pid: u32) -> anyhow::Result<u64> {
     let io = std::fs::read_to_string(format!("/proc/{pid}/io"))?;
+    sum_of(&io, &["syscr:", "syscw:"])
+}
+
+/// The sum of the numbers on the lines of a `/proc` file that start with one of `keys`.
+fn sum_of(text: &str, keys: &[&str]) -> anyhow::Result<u64> {
     let mut total = 0;
-    for line in io.lines() {
-        if let Some(n) = line
-            .strip_prefix("syscr:")
-            .or_else(|| line.strip_prefix("syscw:"))
-        {
+    for line in text.lines() {
+        if let Some(n) = keys.iter().find_map(|key| line.strip_prefix(key)) {
             total += n.trim().parse::<u64>()?;
         }
     }

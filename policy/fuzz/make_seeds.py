@@ -16,6 +16,7 @@ outcome let the fuzzer spend its time on combinations instead.
                                                 # the error it was written for
 
 Rerun after a change of the store's format (policy/README.md)."""
+import json
 import os
 import subprocess
 import sys
@@ -375,7 +376,6 @@ def text_variants():
 
 def json_str(text):
     """A double-quoted YAML scalar (JSON's escapes are YAML's)."""
-    import json
     return json.dumps(text, ensure_ascii=False)
 
 
