@@ -433,17 +433,25 @@ pub(crate) fn parse<T: serde::de::DeserializeOwned>(
                 file: file.to_owned(),
                 line,
                 column,
-                message: readable(&first_line(&error.to_string())),
+                message: readable(&error),
             });
             None
         }
     }
 }
 
-/// The parser's limit messages, in words.
-fn readable(message: &str) -> String {
+/// The parser's message for a policy author: its limit messages in words, and no advice
+/// meant for the parser's own user (its duplicate key message suggests a parser option).
+fn readable(error: &serde_saphyr::Error) -> String {
+    if let serde_saphyr::Error::DuplicateMappingKey { key, .. } = error {
+        return match key {
+            Some(key) => format!("duplicate mapping key: {key} (a key is written once)"),
+            None => "duplicate mapping key (a key is written once)".to_owned(),
+        };
+    }
+    let message = first_line(&error.to_string());
     if !message.contains("budget breached") {
-        return message.to_owned();
+        return message;
     }
     let limit = if message.contains("Depth") {
         "nesting deeper than 32 levels"

@@ -208,7 +208,7 @@ impl Transform {
             Some((name, rest)) => (name.trim(), Some(rest.strip_suffix(')')?.trim())),
             None => (text, None),
         };
-        let number = |s: &str| s.trim().parse::<u32>().ok();
+        let number = |s: &str| canonical::<u32>(s.trim());
         match (name, args) {
             ("hash", None) => Some(Transform::Hash),
             ("year_of", None) => Some(Transform::YearOf),
@@ -226,16 +226,13 @@ impl Transform {
             ("generalize", Some(args)) => {
                 let (key, value) = args.split_once('=')?;
                 match key.trim() {
-                    "step" => value
-                        .trim()
-                        .parse()
-                        .ok()
+                    "step" => canonical(value.trim())
                         .map(|step| Transform::Generalize(Generalization::Step(step))),
                     "bands" => {
                         let list = value.trim().strip_prefix('[')?.strip_suffix(']')?;
                         let bounds = list
                             .split(',')
-                            .map(|b| b.trim().parse().ok())
+                            .map(|b| canonical(b.trim()))
                             .collect::<Option<Vec<i64>>>()?;
                         Some(Transform::Generalize(Generalization::Bands(bounds)))
                     }
@@ -245,6 +242,14 @@ impl Transform {
             _ => None,
         }
     }
+}
+
+/// `text` as a number, only in the one form the number prints as: no sign of a positive
+/// number, no leading zero, so that a transform is written one way (`age_over(18)`, never
+/// `age_over(+18)` or `age_over(018)`).
+fn canonical<N: std::str::FromStr + fmt::Display>(text: &str) -> Option<N> {
+    let number: N = text.parse().ok()?;
+    (number.to_string() == text).then_some(number)
 }
 
 impl fmt::Display for Transform {

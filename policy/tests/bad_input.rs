@@ -224,7 +224,7 @@ fn duplicate_keys_are_refused_everywhere() {
     // The same field twice: neither treatment may silently win.
     assert_single(
         &errors_of_rules(rule_with_fields("      sex: deny\n      sex: allow\n")),
-        "rules/x.yaml:10:7: duplicate mapping key: sex",
+        "rules/x.yaml:10:7: duplicate mapping key: sex (a key is written once)",
     );
     // An agency named twice in the catalogue.
     let catalogue = CATALOGUE.replace(

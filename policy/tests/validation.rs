@@ -7,7 +7,8 @@
 //! rule's mapping, after `- `).
 
 use isnad_policy::{
-    AgencyId, Date, FieldDecision, LoadErrors, PolicySet, Refusal, Sources, WithheldReason,
+    AgencyId, Date, FieldDecision, LoadErrors, PolicySet, Refusal, Sources, Transform,
+    WithheldReason,
 };
 
 /// The sample federation's catalogue: agencies housing-programme, identity-authority,
@@ -265,6 +266,41 @@ fn rejects_a_derive_with_a_wrong_argument() {
         "rules/x.yaml:9:22",
         "not \"age_over(0)\"",
     );
+    // A number is written one way: no sign, no leading zero.
+    for form in ["age_over(+18)", "age_over(018)"] {
+        assert_one_error(
+            &rule_with_field(
+                "identity.person",
+                &format!("date_of_birth: {{ derive: {form} }}"),
+            ),
+            "rules/x.yaml:9:22",
+            &format!("not \"{form}\""),
+        );
+    }
+}
+
+#[test]
+fn reads_each_transform_in_its_one_written_form() {
+    for written in [
+        "age_over(18)",
+        "mask(keep_last=4)",
+        "mask(keep_first=0)",
+        "generalize(step=10)",
+        "generalize(bands=[-5,0,10])",
+    ] {
+        let transform = Transform::parse(written).expect(written);
+        assert_eq!(transform.to_string(), written);
+    }
+    for other in [
+        "age_over(+18)",
+        "age_over(018)",
+        "mask(keep_last=04)",
+        "generalize(step=+10)",
+        "generalize(bands=[-05,0])",
+        "generalize(bands=[-0,1])",
+    ] {
+        assert_eq!(Transform::parse(other), None, "{other}");
+    }
 }
 
 #[test]
