@@ -41,7 +41,8 @@ cargo build --release --locked -q -p isnad-gateway -p isnad-bench --features isn
 ISNAD=${ISNAD_BIN:-$ROOT/target/release/isnad}
 BENCH=$ROOT/target/release/isnad-bench
 
-W=$(mktemp -d /tmp/isnad-bench.XXXXXX)
+# The work directory (PKI, configurations, logs, the audit logs): BENCH_DIR, /tmp by default.
+W=$(mktemp -d "${BENCH_DIR:-/tmp}/isnad-bench.XXXXXX")
 PIDS=()
 trap cleanup EXIT
 

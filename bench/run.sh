@@ -19,6 +19,8 @@
 # Environment: ROUNDS (default 3), DURATION (s per scenario per round, 10), WARMUP (s, 2),
 # CONNECTIONS (4), CONCURRENCY (16 per connection), RATE (requests/s: open loop instead of
 # closed loop), HALF (0 skips the half-load phase), HALF_WARMUP (s, 5), OUT (also write the report to this file),
+# BENCH_DIR (where the work directory goes, with the audit log: /tmp by default; a tmpfs such
+# as /dev/shm shows what the audit log's fdatasync costs),
 # PLOT (write a latency plot, PNG, there; installs gnuplot-nox from Debian when missing),
 # PROFILE (a folder: record the gateway with `perf record` during its first round and write
 # perf's report of it there; PROFILE_CALLGRAPH=dwarf records call graphs a release build's

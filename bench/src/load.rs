@@ -120,6 +120,10 @@ pub(crate) struct LoadResult {
     /// Read and write system calls per successful request, by process.
     #[serde(default)]
     pub(crate) io_calls_per_request: Vec<(String, f64)>,
+    /// The machine's cores left idle over the measured time (idle and I/O wait of every CPU):
+    /// how far the scenario kept the machine busy, whatever ran on it.
+    #[serde(default)]
+    pub(crate) idle_cores: Option<f64>,
     /// Latency by percentile, for plots: (percentile, microseconds) from p0 to p99.99 and max.
     #[serde(default)]
     pub(crate) latency_curve: Vec<(f64, u64)>,
@@ -336,6 +340,37 @@ impl Usage {
     }
 }
 
+/// The measured processes' usage and the machine's idle time (clock ticks) at one moment.
+#[derive(Debug, Clone)]
+struct Sample {
+    processes: Vec<Usage>,
+    idle_ticks: u64,
+}
+
+impl Sample {
+    fn now(processes: &[(String, Vec<u32>)]) -> anyhow::Result<Sample> {
+        Ok(Sample {
+            processes: Usage::of_all(processes)?,
+            idle_ticks: idle_ticks()?,
+        })
+    }
+}
+
+/// Idle and I/O wait time of every CPU, in clock ticks (the `cpu` line of `/proc/stat`).
+fn idle_ticks() -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat
+        .lines()
+        .find_map(|line| line.strip_prefix("cpu "))
+        .ok_or_else(|| anyhow::anyhow!("/proc/stat has no cpu line"))?;
+    // user nice system idle iowait ...
+    line.split_whitespace()
+        .skip(3)
+        .take(2)
+        .map(|n| Ok(n.parse::<u64>()?))
+        .sum()
+}
+
 /// Voluntary and involuntary context switches of every thread of `pid` now alive (threads
 /// that ended took theirs with them; the servers measured here keep theirs).
 fn context_switches(pid: u32) -> anyhow::Result<u64> {
@@ -428,7 +463,7 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<LoadResult> {
         let processes = processes.clone();
         tokio::spawn(async move {
             tokio::time::sleep_until(measure_from.into()).await;
-            Usage::of_all(&processes)
+            Sample::now(&processes)
         })
     };
 
@@ -522,7 +557,7 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<LoadResult> {
         calls += tally.calls;
         if after.is_none() {
             // The first worker ends right at `end`: sample CPU before stragglers add to it.
-            after = Some(Usage::of_all(&processes)?);
+            after = Some(Sample::now(&processes)?);
         }
         histogram.add(&tally.histogram)?;
         ok += tally.ok;
@@ -537,7 +572,7 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<LoadResult> {
     let per_process = |f: &dyn Fn(&Usage, &Usage) -> f64| -> Vec<(String, f64)> {
         processes
             .iter()
-            .zip(before.iter().zip(&after))
+            .zip(before.processes.iter().zip(&after.processes))
             .map(|((name, _), (b, a))| (name.clone(), f(b, a)))
             .collect()
     };
@@ -546,6 +581,7 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<LoadResult> {
     let cpu_cores = per_process(&|b, a| (a.ticks - b.ticks) as f64 / ticks / seconds);
     let switches_per_request = per_process(&|b, a| per_request(a.switches - b.switches));
     let io_calls_per_request = per_process(&|b, a| per_request(a.io_calls - b.io_calls));
+    let idle_cores = Some((after.idle_ticks - before.idle_ticks) as f64 / ticks / seconds);
     Ok(LoadResult {
         name: args.name,
         mode,
@@ -563,6 +599,7 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<LoadResult> {
         cpu_cores,
         switches_per_request,
         io_calls_per_request,
+        idle_cores,
         latency_curve: CURVE
             .iter()
             .map(|&p| (p, histogram.value_at_percentile(p)))

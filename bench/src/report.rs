@@ -138,8 +138,10 @@ pub(crate) fn run(args: ReportArgs) -> anyhow::Result<()> {
     println!("Requests/s: all rounds together. Latencies and CPU: median over rounds.");
     println!();
     if results.iter().any(|r| !r.switches_per_request.is_empty()) {
-        println!("| scenario | context switches/request | read and write system calls/request |");
-        println!("|---|---|---|");
+        println!(
+            "| scenario | context switches/request | read and write system calls/request | machine's idle cores |"
+        );
+        println!("|---|---|---|---:|");
         for name in &names {
             let all: Vec<&LoadResult> = runs(&results, name).collect();
             let show = |values: Vec<(String, f64)>| {
@@ -149,14 +151,23 @@ pub(crate) fn run(args: ReportArgs) -> anyhow::Result<()> {
                     .collect();
                 shown.join(", ")
             };
+            let mut idle: Vec<f64> = all.iter().filter_map(|r| r.idle_cores).collect();
+            let idle = if idle.is_empty() {
+                "-".to_owned()
+            } else {
+                format!("{:.2}", median(&mut idle))
+            };
             println!(
-                "| {name} | {} | {} |",
+                "| {name} | {} | {} | {idle} |",
                 show(medians(&all, |r| &r.switches_per_request)),
                 show(medians(&all, |r| &r.io_calls_per_request))
             );
         }
         println!();
-        println!("Per process, every thread, median over rounds.");
+        println!(
+            "Per process, every thread, median over rounds. Idle cores: the whole machine's idle \
+             and I/O wait time over the measured time, whatever ran on it."
+        );
         println!();
     }
     for ratio in &args.ratios {
