@@ -362,6 +362,15 @@ TEXT_FORMS = [
     "generalize(year)", "generalize(month)", "generalize(step=10)", "generalize(step=-5)",
     "generalize(bands=[0, 10, 20])", "generalize(bands=[])", "generalize(bands=[1,,2])",
     "generalize(bands=1,2)", "generalize(day)", "AGE_OVER(18)", "age_over(\u0661\u0668)",
+    # the integer parsers' own branches: their short and long paths, both ends of each type,
+    # one past them, signs and zeros on every number a transform takes
+    "age_over(4294967295)", "age_over(00000000000000000018)", "mask(keep_last=+4)",
+    "mask(keep_first=04)", "mask(keep_last=4294967296)", "mask(keep_first=-0)",
+    "generalize(step=+10)", "generalize(step=010)", "generalize(step=-0)", "generalize(step=-)",
+    "generalize(step=9223372036854775807)", "generalize(step=9223372036854775808)",
+    "generalize(step=-9223372036854775808)", "generalize(step=-9223372036854775809)",
+    "generalize(bands=[-9223372036854775808, 0, 9223372036854775807])",
+    "generalize(bands=[+1, 02, -03])", "generalize(bands=[000000000000000000000001, 2])",
 ]
 
 
