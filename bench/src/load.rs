@@ -581,7 +581,9 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<LoadResult> {
     let cpu_cores = per_process(&|b, a| (a.ticks - b.ticks) as f64 / ticks / seconds);
     let switches_per_request = per_process(&|b, a| per_request(a.switches - b.switches));
     let io_calls_per_request = per_process(&|b, a| per_request(a.io_calls - b.io_calls));
-    let idle_cores = Some((after.idle_ticks - before.idle_ticks) as f64 / ticks / seconds);
+    // iowait may step back on tickless kernels: the sum with idle can too, by a little.
+    let idle = after.idle_ticks.saturating_sub(before.idle_ticks);
+    let idle_cores = Some(idle as f64 / ticks / seconds);
     Ok(LoadResult {
         name: args.name,
         mode,
