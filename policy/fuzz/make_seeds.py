@@ -179,7 +179,19 @@ VALID = {
     ),
     "small-statute-consent": ra("    reference: Case 2\n    consent_required: true\n",
                                 "    reference: Case 2\n    consent_required: false\n"),
+    # c1 has d.two for pa three ways (through pick, through fed, and by its own rule): the
+    # decision table merges a grant into one already merged
+    "small-three-grants": rb("      n: { generalize: { step: 10 } }\n",
+                             "      n: { generalize: { step: 10 } }\n"
+                             "  - id: own\n    consumer: c1\n    dataset: d.two\n    purpose: pa\n"
+                             "    legal_basis: statute\n    reference: Law 5\n"
+                             "    consent_required: true\n    fields:\n      n: allow\n"),
 }
+
+# The later rule of the consent contradiction below; `court` (rules/a.yaml) releases `m` too.
+CONSENT_RULE_B = edit(RULES_B, "      m: deny\n", "      m: hash\n").replace(
+    "consumer: fed\n", "consumer: c1\n").replace(
+    "    fields:\n      m: hash", "    legal_basis: statute\n    reference: Law 4\n    fields:\n      m: hash", 1)
 
 # name -> (input, a part of the error `isnad policy check` must print)
 INVALID = {
@@ -228,6 +240,12 @@ INVALID = {
     "bands-empty": (ra("bands: [0, 10, 20]", "bands: []"), "bands"),
     "transform-wrong-type": (ra("t: { derive: age_over(18) }", "s: { derive: age_over(18) }").replace(b"      s: { mask: { keep_last: 2 } }\n", b""), "age_over"),
     "hash-on-bool": (ra("      b: allow\n", "      b: hash\n"), "hash"),
+    "mask-on-double": (ra("x: { generalize: { bands: [0, 10, 20] } }", "x: { mask: { keep_last: 2 } }"), "of type double"),
+    "mask-on-bytes": (ra("      y: hash\n", "      y: { mask: { keep_first: 2 } }\n"), "of type bytes"),
+    "mask-as-word": (ra("      y: hash\n", "      y: mask\n"), "mask needs an argument"),
+    "generalize-as-word": (ra("      y: hash\n", "      y: generalize\n"), "generalize needs an argument"),
+    "hash-with-argument": (ra("      y: hash\n", "      y: { hash: sha256 }\n"), "hash takes no argument"),
+    "allow-with-argument": (ra("      b: allow\n", "      b: { allow: true }\n"), "allow takes no argument"),
     "generalize-year-on-int": (rb("n: { generalize: { step: 10 } }", "n: { generalize: year }"), "generalize"),
     "two-treatments": (ra("      y: hash\n", "      y: { derive: year_of, mask: { keep_last: 1 } }\n"), "exactly one key"),
     "statute-no-reference": (ra("    reference: Law 1\n", ""), "reference"),
@@ -238,7 +256,17 @@ INVALID = {
     "duplicate-rule-id": (rb("id: trial", "id: every-form"), "every-form"),
     "rule-id-name": (rb("id: trial", "id: Trial"), "rule id"),
     "contradiction": (rb("    status: shadow\n", ""), "contradict"),
-    "contradiction-consent": (store(b=edit(RULES_B, "      m: deny\n", "      m: hash\n").replace("consumer: fed\n", "consumer: c1\n").replace("    fields:\n      m: hash", "    legal_basis: statute\n    reference: Law 4\n    fields:\n      m: hash", 1)), "contradict"),
+    "contradiction-consent": (store(b=CONSENT_RULE_B), "without consent, but rule"),
+    "contradiction-consent-later": (store(
+        a=edit(RULES_A, "    consent_required: true\n", "    consent_required: false\n"),
+        b=edit(CONSENT_RULE_B, "    reference: Law 4\n", "    reference: Law 4\n    consent_required: true\n")),
+        "with consent, but rule"),
+    "contradiction-windows": (store(
+        a=edit(RULES_A, "    reference: Law 1\n    fields:\n      s: { mask",
+               "    reference: Law 1\n    valid_from: 2026-01-01\n    valid_until: 2026-12-31\n"
+               "    fields:\n      s: { mask"),
+        b=edit(RULES_B, "    status: shadow\n", "    valid_from: 2026-03-01\n    valid_until: 2027-06-30\n")),
+        "2026-03-01 to 2027-06-30 and 2026-01-01 to 2026-12-31"),
     "expired": (ra("valid_until: 2027-12-31", "valid_until: 2026-05-31"), "expired"),
     "until-before-from": (ra("valid_until: 2027-12-31", "valid_until: 2025-12-31"), "before"),
     "bad-date": (ra("valid_from: 2026-01-01", "valid_from: 2026-02-30"), "date"),

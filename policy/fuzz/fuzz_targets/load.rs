@@ -7,7 +7,9 @@
 
 #![no_main]
 
-use isnad_policy::{Date, FieldDecision, PolicySet, Sources, Treatment, explain};
+use isnad_policy::{
+    Date, FieldDecision, PolicySet, Refusal, Sources, Treatment, WithheldReason, explain,
+};
 use libfuzzer_sys::fuzz_target;
 
 const SEPARATOR: u8 = 0xFF;
@@ -54,9 +56,32 @@ fn yaml_lines(bytes: &[u8]) -> usize {
 }
 
 /// Every (agency, dataset, purpose) with every field and one unknown field: the decisions are
-/// one per field, and a released field is released by a rule in force that does not deny it.
+/// one per field, and a released field is released by a rule in force that does not deny it;
+/// every reason code reads back as itself, and the explanation prints. A request that names an
+/// agency, dataset or purpose the catalogue lacks is refused with that reason.
 fn decide_everything(set: &PolicySet, day: Date) {
     let catalogue = set.catalogue();
+    if let (Some(consumer), Some(dataset), Some(purpose)) = (
+        catalogue.agencies.keys().next(),
+        catalogue.datasets.keys().next(),
+        catalogue.purposes.keys().next(),
+    ) {
+        let (consumer, dataset, purpose) = (consumer.as_str(), dataset.as_str(), purpose.as_str());
+        // Not a valid id of any kind, so no catalogue can hold it.
+        let unknown = "NOT IN THE CATALOGUE";
+        for (asked, refusal) in [
+            ((unknown, dataset, purpose), Refusal::UnknownConsumer),
+            ((consumer, unknown, purpose), Refusal::UnknownDataset),
+            ((consumer, dataset, unknown), Refusal::UnknownPurpose),
+        ] {
+            let (c, d, p) = asked;
+            let refused = set.decide(c, d, p, &["f"], day).map(|_| ()).unwrap_err();
+            assert_eq!(refused, refusal);
+            let explained = explain(set, c, d, p, &["f"], day);
+            assert_eq!(explained.refusal, Some(refusal));
+            let _ = explained.to_string();
+        }
+    }
     for consumer in catalogue.agencies.keys() {
         for dataset in catalogue.datasets.values() {
             let mut fields: Vec<&str> = dataset.fields.keys().map(String::as_str).collect();
@@ -65,12 +90,21 @@ fn decide_everything(set: &PolicySet, day: Date) {
                 let (consumer, purpose) = (consumer.as_str(), purpose.as_str());
                 let explained = explain(set, consumer, dataset.id.as_str(), purpose, &fields, day);
                 assert_eq!(explained.fields.len(), fields.len());
-                let Ok(decision) = set.decide(consumer, dataset.id.as_str(), purpose, &fields, day)
-                else {
-                    continue;
-                };
+                let _ = explained.to_string();
+                let decision =
+                    match set.decide(consumer, dataset.id.as_str(), purpose, &fields, day) {
+                        Ok(decision) => decision,
+                        Err(refusal) => {
+                            assert_eq!(Refusal::from_code(refusal.code()), Some(refusal));
+                            continue;
+                        }
+                    };
                 assert_eq!(decision.fields.len(), fields.len());
                 for (field, decided) in fields.iter().zip(&decision.fields) {
+                    let _ = decided.treatment_text();
+                    if let FieldDecision::Withhold { reason, .. } = decided {
+                        assert_eq!(WithheldReason::from_code(reason.code()), Some(*reason));
+                    }
                     if let FieldDecision::Release { rule, .. } = decided {
                         assert!(rule.window.contains(day), "{} is not in force", rule.id);
                         assert!(
