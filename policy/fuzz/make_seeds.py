@@ -400,6 +400,12 @@ TEXT_FORMS = [
     "generalize(bands=[-9223372036854775808, 0, 9223372036854775807])",
     "generalize(bands=[+1, 02, -03])", "generalize(bands=[000000000000000000000001, 2])",
 ]
+# Every length of number each parser meets, to one past its type's longest: the standard
+# library's parsing and printing of integers, inlined into `canonical`, takes other branches
+# for each length (unrolled loops, the short path that cannot overflow).
+DIGITS = "98765432109876543210"
+TEXT_FORMS += [f"age_over({DIGITS[:n]})" for n in range(1, 12)]
+TEXT_FORMS += [f"generalize(step={sign}{DIGITS[:n]})" for sign in ("", "-") for n in range(1, 21)]
 
 
 def text_variants():
