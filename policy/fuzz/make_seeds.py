@@ -406,7 +406,7 @@ TEXT_FORMS = [
 DIGITS = "98765432109876543210"
 TEXT_FORMS += [f"age_over({DIGITS[:n]})" for n in range(1, 12)]
 TEXT_FORMS += [f"generalize(step={sign}{DIGITS[:n]})" for sign in ("", "-") for n in range(1, 21)]
-# and a digit that is not one, after each of those lengths
+# and a non-digit after each of those lengths
 TEXT_FORMS += [f"age_over({DIGITS[:n]}x)" for n in range(0, 11)]
 TEXT_FORMS += [f"generalize(step={sign}{DIGITS[:n]}x)" for sign in ("", "-") for n in range(0, 20)]
 
