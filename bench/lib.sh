@@ -24,18 +24,20 @@ cleanup() { # stops what start_side_by_side started
 # Builds isnad and isnad-bench, installs nginx-light when missing, and starts in a new folder $W:
 # a PKI, one reference provider (identity.person of the sample federation), one isnad gateway
 # with its audit log and provenance key, and one nginx grpc_pass with mTLS on both legs in front
-# of the same provider, and the same gateway in pass-through mode (every check off), each its own
-# process. Sets ISNAD, BENCH, W, RECORDS, P_PROVIDER, P_GATEWAY, P_NGINX, P_PASS, PROVIDER_PID,
-# GATEWAY_PID, PASS_PID, NGINX_PIDS; the caller's EXIT trap stops them.
+# of the same provider, and the same gateway twice more in the benchmark build's modes: without
+# the audit record and signature (steps 1 to 7: `bench_mode: unaudited`) and with every check off
+# (`bench_mode: pass-through`), each its own process. Sets ISNAD, BENCH, W, RECORDS, P_PROVIDER,
+# P_GATEWAY, P_NGINX, P_PASS, P_UNAUDITED, PROVIDER_PID, GATEWAY_PID, PASS_PID, UNAUDITED_PID,
+# NGINX_PIDS; the caller's EXIT trap stops them.
 # Needs ROOT (the repository). (The body is not indented: it holds here-documents.)
 start_side_by_side() {
 if ! command -v nginx >/dev/null; then
   echo "installing nginx-light from Debian" >&2
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null
 fi
-# With the benchmark-only feature `pass-through`, so that one binary serves the pass-through
-# scenario too; the full-pipeline gateway's configuration does not enable it.
-cargo build --release --locked -q -p isnad-gateway -p isnad-bench --features isnad-gateway/pass-through
+# With the benchmark-only feature `bench-modes`, so that one binary serves the unaudited and
+# pass-through scenarios too; the full-pipeline gateway's configuration does not use it.
+cargo build --release --locked -q -p isnad-gateway -p isnad-bench --features isnad-gateway/bench-modes
 # ISNAD_BIN=PATH benchmarks that gateway binary instead (built with the same feature), so that
 # two builds can be compared by the same script on the same machine.
 ISNAD=${ISNAD_BIN:-$ROOT/target/release/isnad}
@@ -46,7 +48,7 @@ W=$(mktemp -d "${BENCH_DIR:-/tmp}/isnad-bench.XXXXXX")
 PIDS=()
 trap cleanup EXIT
 
-P_PROVIDER=$(free_port); P_GATEWAY=$(free_port); P_NGINX=$(free_port); P_PASS=$(free_port)
+P_PROVIDER=$(free_port); P_GATEWAY=$(free_port); P_NGINX=$(free_port); P_PASS=$(free_port); P_UNAUDITED=$(free_port)
 "$ISNAD" certs init --dir "$W/pki" >/dev/null
 RECORDS=$ROOT/deploy/local/records/identity.person.jsonl
 
@@ -87,7 +89,11 @@ YAML
 # The same gateway with every check off (a benchmark build only): the proxy's own cost.
 sed -e "s/^listen: .*/listen: 127.0.0.1:$P_PASS/" -e "s/dir: audit,/dir: audit-pass,/" \
   "$W/gateway.yaml" > "$W/pass-through.yaml"
-echo "pass_through: true" >> "$W/pass-through.yaml"
+echo "bench_mode: pass-through" >> "$W/pass-through.yaml"
+# And with steps 1 to 7 but no audit record or signature: what those two cost.
+sed -e "s/^listen: .*/listen: 127.0.0.1:$P_UNAUDITED/" -e "s/dir: audit,/dir: audit-unaudited,/" \
+  "$W/gateway.yaml" > "$W/unaudited.yaml"
+echo "bench_mode: unaudited" >> "$W/unaudited.yaml"
 mkdir -p "$W/nginx-tmp"
 cat > "$W/nginx.conf" <<NGINX
 user root;
@@ -136,8 +142,9 @@ NGINX
 ISNAD_LOG=warn "$ISNAD" provider --config "$W/provider.yaml" 2>"$W/provider.log" & PIDS+=($!); PROVIDER_PID=$!
 ISNAD_LOG=warn "$ISNAD" serve --config "$W/gateway.yaml" 2>"$W/gateway.log" & PIDS+=($!); GATEWAY_PID=$!
 ISNAD_LOG=error "$ISNAD" serve --config "$W/pass-through.yaml" 2>"$W/pass-through.log" & PIDS+=($!); PASS_PID=$!
+ISNAD_LOG=error "$ISNAD" serve --config "$W/unaudited.yaml" 2>"$W/unaudited.log" & PIDS+=($!); UNAUDITED_PID=$!
 nginx -p "$W" -c "$W/nginx.conf" -g 'daemon off;' 2>"$W/nginx.log" & PIDS+=($!)
-wait_port "$P_PROVIDER"; wait_port "$P_GATEWAY"; wait_port "$P_NGINX"; wait_port "$P_PASS"
+wait_port "$P_PROVIDER"; wait_port "$P_GATEWAY"; wait_port "$P_NGINX"; wait_port "$P_PASS"; wait_port "$P_UNAUDITED"
 NGINX_PIDS=$(pgrep -d, -f "nginx.*$W/nginx.conf" || true)
 NGINX_PIDS=${NGINX_PIDS},$(pgrep -d, -P "$(cat "$W/nginx.pid")" || true)
 NGINX_PIDS=$(echo "$NGINX_PIDS" | tr ',' '\n' | grep -v '^$' | sort -u | paste -sd,)

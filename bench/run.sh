@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
-# Runs four scenarios against the same provider, one after the other, in one go:
+# Runs five scenarios against the same provider, one after the other, in one go:
 #   direct       the load generator calls the reference provider (Provider/Fetch) itself;
 #   nginx        through nginx grpc_pass, mutual TLS on both legs (nginx presents the gateway's
 #                certificate to the provider), the same call;
 #   isnad        through the isnad gateway (Exchange/GetAttributes): authenticate, admit,
 #                authorize, consent, minimize, fetch over mTLS, filter, a durable audit record
 #                (group commit, fdatasync before each answer) and an Ed25519 provenance signature;
-#   passthrough  the same gateway binary with every check off (`pass_through: true`, a benchmark
-#                build only): mTLS on both legs and the forwarding, nothing else.
+#   unaudited    the same gateway binary with steps 1 to 7 and no audit record or signature
+#                (`bench_mode: unaudited`, a benchmark build only): the checks of issue 2's
+#                speed target, and consent;
+#   passthrough  the same gateway binary with every check off (`bench_mode: pass-through`, a
+#                benchmark build only): mTLS on both legs and the forwarding, nothing else.
 # Every process is separate so its CPU time is its own. Then, at half of nginx's measured
 # throughput (open loop), nginx and isnad again, for the p99 target, with the disk's fdatasync
 # time measured beside them. Prints a Markdown report with ratios.
 #
-# The scenarios are interleaved in ROUNDS rounds (direct, nginx, isnad, passthrough, direct,
-# ...), so that the machine's drift (it is shared and noisy) hits all alike; each ratio is
+# The scenarios are interleaved in ROUNDS rounds (direct, nginx, isnad, unaudited, passthrough,
+# direct, ...), so that the machine's drift (it is shared and noisy) hits all alike; each ratio is
 # computed per round and reported as the median and range over rounds.
 #
 # Environment: ROUNDS (default 3), DURATION (s per scenario per round, 10), WARMUP (s, 2),
@@ -24,7 +27,8 @@
 # PLOT (write a latency plot, PNG, there; installs gnuplot-nox from Debian when missing),
 # PROFILE (a folder: record the gateway with `perf record` during its first round and write
 # perf's report of it there; PROFILE_CALLGRAPH=dwarf records call graphs a release build's
-# missing frame pointers hide, PROFILE_FREQ sets the sampling rate, 1999 Hz by default).
+# missing frame pointers hide, PROFILE_FREQ sets the sampling rate, 1999 Hz by default,
+# PROFILE_SCENARIO records the gateway of another scenario: unaudited or passthrough).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -49,11 +53,13 @@ load() { # NAME TARGET API AS EXPECT PROCESSES...
   for p in "$@"; do args+=(--process "$p"); done
   echo "round $round: $name..." >&2
   local perf=
-  if [ -n "${PROFILE:-}" ] && [ "$name" = isnad ] && [ "$round" = 1 ]; then
+  if [ -n "${PROFILE:-}" ] && [ "$name" = "${PROFILE_SCENARIO:-isnad}" ] && [ "$round" = 1 ]; then
     mkdir -p "$PROFILE"
+    local gateway=
+    for p in "$@"; do case $p in isnad=*) gateway=${p#isnad=} ;; esac; done
     local graph=(-g)
     [ -n "${PROFILE_CALLGRAPH:-}" ] && graph=(--call-graph "$PROFILE_CALLGRAPH")
-    perf record -q -F "${PROFILE_FREQ:-1999}" "${graph[@]}" -p "$GATEWAY_PID" -o "$PROFILE/perf.data" -- sleep $((WARMUP + DURATION)) \
+    perf record -q -F "${PROFILE_FREQ:-1999}" "${graph[@]}" -p "$gateway" -o "$PROFILE/perf.data" -- sleep $((WARMUP + DURATION)) \
       2>/dev/null & perf=$!
   fi
   "$BENCH" load "${args[@]}" > "$W/$round-$name.json"
@@ -76,6 +82,8 @@ for round in $(seq 1 "$ROUNDS"); do
     "nginx=$NGINX_PIDS" "provider=$PROVIDER_PID"
   load isnad "https://127.0.0.1:$P_GATEWAY" exchange housing-programme "" \
     "isnad=$GATEWAY_PID" "provider=$PROVIDER_PID"
+  load unaudited "https://127.0.0.1:$P_UNAUDITED" exchange housing-programme "" \
+    "isnad=$UNAUDITED_PID" "provider=$PROVIDER_PID"
   load passthrough "https://127.0.0.1:$P_PASS" exchange housing-programme "" \
     "isnad=$PASS_PID" "provider=$PROVIDER_PID"
 done
@@ -104,7 +112,8 @@ fi
   echo "\`bench/run.sh\` with ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP CONNECTIONS=$CONNECTIONS CONCURRENCY=$CONCURRENCY${RATE:+ RATE=$RATE}"
   echo
   "$BENCH" report "${RESULTS[@]}" --ratio isnad/nginx --ratio isnad/direct \
-    --ratio passthrough/nginx --ratio nginx/direct
+    --ratio unaudited/nginx --ratio unaudited/direct --ratio passthrough/nginx \
+    --ratio nginx/direct
   if [ ${#HALF_RESULTS[@]} -gt 0 ]; then
     echo
     echo "At half of nginx's maximum: $HALF_RATE requests/s, open loop."
@@ -160,6 +169,7 @@ set title "closed loop, ${CONNECTIONS} x ${CONCURRENCY} in flight"
 plot "$W/curve-direct.dat" using 1:2 with linespoints title "direct", \
      "$W/curve-nginx.dat" using 1:2 with linespoints title "nginx grpc_pass", \
      "$W/curve-isnad.dat" using 1:2 with linespoints title "isnad, every check", \
+     "$W/curve-unaudited.dat" using 1:2 with linespoints title "isnad, no audit record", \
      "$W/curve-passthrough.dat" using 1:2 with linespoints title "isnad pass-through"
 $HALF_PLOT
 unset multiplot

@@ -65,11 +65,33 @@ pub struct GatewayConfig {
     /// the catalogue; an unknown name is a configuration error).
     #[serde(default)]
     pub agency_limits: BTreeMap<String, AgencyLimits>,
-    /// Benchmarks only: forward every request unchecked (no limits, policy, consent, filtering,
-    /// audit or signature). Refused at start-up unless the binary was built with the cargo
-    /// feature `pass-through`, which no release build enables (see `bench/run.sh`).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub pass_through: bool,
+    /// Benchmarks only: run less than every step, to measure what the steps left out cost.
+    /// Refused at start-up unless the binary was built with the cargo feature `bench-modes`,
+    /// which no release build enables (see `bench/run.sh`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bench_mode: Option<BenchMode>,
+}
+
+/// What a benchmark build may leave out of the pipeline (`bench_mode`).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum BenchMode {
+    /// Forward every request unchecked: no limits, policy, consent, filtering, audit or
+    /// signature. The proxy alone.
+    PassThrough,
+    /// Steps 1 to 7 (authenticate, admit, authorize, consent, minimize, fetch, filter), the
+    /// checks of the foundation's speed target (issue 2); no audit record and no signature.
+    Unaudited,
+}
+
+impl BenchMode {
+    /// The name the configuration gives it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BenchMode::PassThrough => "pass-through",
+            BenchMode::Unaudited => "unaudited",
+        }
+    }
 }
 
 /// One agency's limits; what is left out comes from `limits.agency_*`.

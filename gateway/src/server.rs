@@ -21,7 +21,7 @@ use tonic::{Code, Request, Response, Status};
 
 use crate::audit_service::AuditService;
 use crate::audit_trail::AuditTrail;
-use crate::config::GatewayConfig;
+use crate::config::{BenchMode, GatewayConfig};
 use crate::consent_keys::ConsentKeys;
 use crate::exchange::{ExchangeLayer, FAR_TOO_LARGE, NOT_A_REQUEST};
 use crate::pipeline::{AgencyLimits, HashKey, Pipeline};
@@ -236,15 +236,22 @@ pub struct Gateway {
 impl Gateway {
     /// Loads everything the configuration names; any error stops here, before serving.
     pub fn load(config: &GatewayConfig) -> anyhow::Result<Gateway> {
-        anyhow::ensure!(
-            !config.pass_through || cfg!(feature = "pass-through"),
-            "pass_through: this binary was built without the benchmark-only cargo feature \
-             `pass-through`; a gateway in production always runs every check"
-        );
-        if config.pass_through {
+        if let Some(mode) = config.bench_mode {
+            anyhow::ensure!(
+                cfg!(feature = "bench-modes"),
+                "bench_mode: {}: this binary was built without the benchmark-only cargo feature \
+                 `bench-modes`; a gateway in production always runs every step",
+                mode.as_str()
+            );
             tracing::warn!(
-                "PASS-THROUGH: every check is off (no policy, consent, filtering, audit or \
-                 signature); a benchmark build, never for real data"
+                mode = mode.as_str(),
+                "BENCHMARK MODE: steps of the pipeline are off ({}); a benchmark build, never \
+                 for real data",
+                match mode {
+                    BenchMode::PassThrough =>
+                        "policy, consent, filtering, limits, audit record and signature",
+                    BenchMode::Unaudited => "audit record and signature",
+                }
             );
         }
         let tls = LiveTls::load(config.tls.files())?;
@@ -380,7 +387,7 @@ impl Gateway {
                 audit,
                 tls,
                 agencies,
-                pass_through: config.pass_through,
+                bench_mode: config.bench_mode,
             }),
             accept: AcceptLimits {
                 handshake_timeout: Duration::from_millis(config.limits.handshake_timeout_ms),

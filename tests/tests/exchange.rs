@@ -185,14 +185,19 @@ async fn logs_carry_no_citizen_data() {
 }
 
 #[tokio::test]
-async fn a_release_build_refuses_the_benchmark_pass_through_mode() {
+async fn a_release_build_refuses_the_benchmark_modes() {
     let federation = Federation::start();
-    let config = federation
-        .sample_gateway_config("", "pass_through: true\n")
-        .path;
-    let stderr = isnad_tests::serve_refused(&config);
-    assert!(
-        stderr.contains("built without the benchmark-only cargo feature `pass-through`"),
-        "{stderr}"
-    );
+    for mode in ["pass-through", "unaudited"] {
+        let config = federation
+            .sample_gateway_config("", &format!("bench_mode: {mode}\n"))
+            .path;
+        let stderr = isnad_tests::serve_refused(&config);
+        assert!(
+            stderr.contains(&format!(
+                "bench_mode: {mode}: this binary was built without the benchmark-only cargo \
+                 feature `bench-modes`"
+            )),
+            "{stderr}"
+        );
+    }
 }

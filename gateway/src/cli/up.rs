@@ -213,7 +213,7 @@ pub(crate) async fn start(
             .collect(),
         limits: Limits::default(),
         agency_limits: Default::default(),
-        pass_through: false,
+        bench_mode: None,
     };
     let path = dir.join("gateway.yaml");
     write_yaml(

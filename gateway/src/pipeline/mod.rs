@@ -21,6 +21,11 @@
 //! are audited too: step 8 runs for every request, with what the steps before learned
 //! ([`audit::Facts`]); a request whose record cannot be written is refused (`audit_unavailable`)
 //! whatever else it would have been.
+//!
+//! A benchmark build (cargo feature `bench-modes`) can leave steps out, to measure what they
+//! cost: `bench_mode: unaudited` stops after step 7 (no record, no signature), `pass-through`
+//! keeps only step 1 and the forwarding ([`pass_through`]). Every other build refuses both
+//! settings at start-up.
 
 mod admit;
 mod audit;
@@ -31,7 +36,7 @@ mod denial;
 mod fetch;
 mod filter;
 mod minimize;
-#[cfg(feature = "pass-through")]
+#[cfg(feature = "bench-modes")]
 mod pass_through;
 mod sign;
 mod transform;
@@ -51,7 +56,7 @@ pub use fetch::Upstreams;
 pub use transform::HashKey;
 
 use crate::audit_trail::AuditTrail;
-use crate::config::Limits;
+use crate::config::{BenchMode, Limits};
 use crate::consent_keys::ConsentKeys;
 use crate::policy_store::PolicyStore;
 use crate::secrets::PseudonymKey;
@@ -82,8 +87,8 @@ pub struct Pipeline {
     pub tls: Arc<LiveTls>,
     /// Each consumer agency's requests in flight and rate.
     pub(crate) agencies: AgencyLimits,
-    /// Benchmarks only: every check off ([`pass_through`], feature `pass-through`).
-    pub pass_through: bool,
+    /// Benchmarks only (feature `bench-modes`): steps left out.
+    pub bench_mode: Option<BenchMode>,
 }
 
 impl Pipeline {
@@ -94,8 +99,8 @@ impl Pipeline {
         grpc_timeout: Option<&str>,
         request: AttributesRequest,
     ) -> Result<AttributesResponse, Denial> {
-        #[cfg(feature = "pass-through")]
-        if self.pass_through {
+        #[cfg(feature = "bench-modes")]
+        if self.bench_mode == Some(BenchMode::PassThrough) {
             return self.pass_through(peer, request).await;
         }
         let current = self.store.current();
@@ -114,6 +119,10 @@ impl Pipeline {
             .await;
         if let Err(denial) = &answer {
             log_refusal(peer, &facts, denial);
+        }
+        #[cfg(feature = "bench-modes")]
+        if self.bench_mode == Some(BenchMode::Unaudited) {
+            return answer;
         }
         // 8 audit: the record is durable before the caller hears anything.
         let at = SystemTime::now();

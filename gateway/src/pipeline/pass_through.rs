@@ -1,7 +1,8 @@
 //! Pass-through: the benchmark's measure of the proxy alone (issue 7), every check off.
 //!
-//! Compiled only with the cargo feature `pass-through`, which no release build, `isnad up` or
-//! `isnad demo` enables: a binary built without it refuses `pass_through: true` at start-up.
+//! Compiled only with the cargo feature `bench-modes`, which no release build, `isnad up` or
+//! `isnad demo` enables: a binary built without it refuses `bench_mode: pass-through` at
+//! start-up.
 //! What remains is what any mTLS gRPC proxy does: the caller's certificate is verified by TLS
 //! and its SPIFFE ID must name an agency of the catalogue (step 1), the dataset names the
 //! provider, and the request goes to it over the pooled mTLS channel (step 6) with the default
