@@ -38,8 +38,8 @@ pub use merkle::{
     leaf_hash, node_hash, root, root_from_inclusion, verify_consistency, verify_inclusion,
 };
 pub use record::{
-    AuditRecord, Decision, DecodeError, EncodeError, RecordView, Released, SubjectPseudonym,
-    Withheld, pseudonym,
+    AuditRecord, Decision, DecodeError, EncodeError, Pseudonymizer, RecordView, Released,
+    SubjectPseudonym, Withheld, pseudonym,
 };
 
 /// A SHA-256 digest: a leaf hash, a node hash or a tree root.
@@ -67,10 +67,11 @@ impl std::fmt::Display for TreeSize {
 
 /// Lower-case hex of bytes (for hashes in messages and file contents, never record contents).
 pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(out, "{b:02x}");
+    for &b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
     }
     out
 }

@@ -51,11 +51,32 @@ impl std::fmt::Debug for SubjectPseudonym {
 
 /// The pseudonym of `subject` under the gateway's pseudonym key.
 pub fn pseudonym(key: &[u8], subject: &str) -> SubjectPseudonym {
-    let key = hmac::Key::new(hmac::HMAC_SHA256, key);
-    let tag = hmac::sign(&key, subject.as_bytes());
-    let mut out = [0u8; 32];
-    out.copy_from_slice(tag.as_ref());
-    SubjectPseudonym(out)
+    Pseudonymizer::new(key).of(subject)
+}
+
+/// [`pseudonym`] with the key prepared once (its HMAC pads), for a caller that makes many.
+#[derive(Clone)]
+pub struct Pseudonymizer(hmac::Key);
+
+impl std::fmt::Debug for Pseudonymizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pseudonymizer(..)")
+    }
+}
+
+impl Pseudonymizer {
+    /// Prepares `key`.
+    pub fn new(key: &[u8]) -> Pseudonymizer {
+        Pseudonymizer(hmac::Key::new(hmac::HMAC_SHA256, key))
+    }
+
+    /// The pseudonym of `subject`.
+    pub fn of(&self, subject: &str) -> SubjectPseudonym {
+        let tag = hmac::sign(&self.0, subject.as_bytes());
+        let mut out = [0u8; 32];
+        out.copy_from_slice(tag.as_ref());
+        SubjectPseudonym(out)
+    }
 }
 
 /// A field released to the consumer, and how.

@@ -301,3 +301,12 @@ fn the_view_borrows_the_same_fields() {
         Some(("iban", "field_not_granted", ""))
     );
 }
+
+#[test]
+fn hex_is_lower_case_two_digits_a_byte() {
+    assert_eq!(
+        isnad_audit::hex(&[0x00, 0x0f, 0x10, 0xa5, 0xff]),
+        "000f10a5ff"
+    );
+    assert_eq!(isnad_audit::hex(&[]), "");
+}

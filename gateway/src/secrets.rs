@@ -76,7 +76,7 @@ pub(crate) fn write_private(path: &Path, content: &[u8]) -> anyhow::Result<()> {
 /// subject). The shared state and the audit log only ever hold pseudonyms, never the IDs
 /// requests name.
 #[derive(Clone)]
-pub struct PseudonymKey(Vec<u8>);
+pub struct PseudonymKey(isnad_audit::Pseudonymizer);
 
 impl std::fmt::Debug for PseudonymKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -87,12 +87,13 @@ impl std::fmt::Debug for PseudonymKey {
 impl PseudonymKey {
     /// Reads the key file.
     pub fn from_file(path: &Path) -> anyhow::Result<PseudonymKey> {
-        Ok(PseudonymKey(read_hex_key(path, "pseudonym key")?))
+        let key = read_hex_key(path, "pseudonym key")?;
+        Ok(PseudonymKey(isnad_audit::Pseudonymizer::new(&key)))
     }
 
     /// The pseudonym of `subject`.
     pub fn of(&self, subject: &str) -> SubjectPseudonym {
-        isnad_audit::pseudonym(&self.0, subject)
+        self.0.of(subject)
     }
 
     /// The pseudonym of `subject` as lowercase hex.

@@ -174,7 +174,6 @@ fn parse_grpc_timeout(header: &str) -> Option<Duration> {
 /// counter. Ids only need to be unique and unguessable across restarts, not secret, so no
 /// per-request randomness (a system call) is spent on them.
 fn new_request_id() -> String {
-    use std::fmt::Write;
     use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -187,13 +186,10 @@ fn new_request_id() -> String {
         let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
         u64::from_be_bytes(bytes)
     });
-    let mut id = String::with_capacity(32);
-    let _ = write!(
-        id,
-        "{prefix:016x}{:016x}",
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    );
-    id
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&prefix.to_be_bytes());
+    bytes[8..].copy_from_slice(&COUNTER.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+    isnad_audit::hex(&bytes)
 }
 
 #[cfg(test)]

@@ -40,7 +40,8 @@ pub(crate) struct Facts {
     withheld: Vec<Withheld>,
     policy_revision: [u8; 32],
     released_digest: [u8; 32],
-    /// The canonical encoding of the released attributes: hashed here, signed in step 9.
+    /// The canonical encoding of the released attributes: hashed for the record (step 8),
+    /// signed in step 9.
     released_encoding: Vec<u8>,
 }
 
@@ -140,11 +141,6 @@ impl Facts {
                 rule_id: outcome.rule_id.clone(),
             })
             .collect();
-        self.released_encoding = crate::provenance::encode_attributes(&released.attributes);
-        self.released_digest = crate::provenance::digest_of_encoding(
-            &self.released_encoding,
-            released.attributes.is_empty(),
-        );
     }
 
     /// The subject's pseudonym.
@@ -181,6 +177,13 @@ pub(crate) fn record(
     answer: &Result<AttributesResponse, Denial>,
     at: SystemTime,
 ) -> Result<Vec<u8>, Denial> {
+    if let Ok(response) = answer {
+        facts.released_encoding = crate::provenance::encode_attributes(&response.attributes);
+        facts.released_digest = crate::provenance::digest_of_encoding(
+            &facts.released_encoding,
+            response.attributes.is_empty(),
+        );
+    }
     let (decision, status) = match answer {
         Ok(response) if response.attributes.is_empty() => (Decision::Withheld, "ok".to_owned()),
         Ok(_) => (Decision::Released, "ok".to_owned()),

@@ -54,7 +54,8 @@ pub(crate) fn release<'p>(
             }
             Verdict::Release { rule, transform } => {
                 let rule_id = rule.id.as_str();
-                let Some(value) = fetched.remove(field) else {
+                // The provider's key is reused for the released value.
+                let Some((name, value)) = fetched.remove_entry(field) else {
                     withhold("not_held", rule_id);
                     continue;
                 };
@@ -64,7 +65,7 @@ pub(crate) fn release<'p>(
                     continue;
                 }
                 let Some(transform) = transform else {
-                    out.attributes.insert(field.clone(), value);
+                    out.attributes.insert(name, value);
                     out.released.push((field.clone(), "allow".to_owned(), rule));
                     continue;
                 };
@@ -76,14 +77,14 @@ pub(crate) fn release<'p>(
                 }
                 match transform::apply(transform, &value, consumer_key.as_ref(), context.today) {
                     Ok(value) => {
-                        out.attributes.insert(field.clone(), value);
+                        out.attributes.insert(name, value);
+                        let text = transform.to_string();
                         out.transformed.push(FieldTransform {
                             field: field.clone(),
-                            transform: transform.to_string(),
+                            transform: text.clone(),
                             rule_id: rule_id.to_owned(),
                         });
-                        out.released
-                            .push((field.clone(), transform.to_string(), rule));
+                        out.released.push((field.clone(), text, rule));
                     }
                     Err(transform::NotApplicable) => withhold("transform_failed", rule_id),
                 }

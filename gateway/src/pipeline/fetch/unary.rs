@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use h2::client::{ResponseFuture, SendRequest};
-use http::{HeaderMap, Method, Request, StatusCode, Uri, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, header};
 use isnad_proto::v1::{FetchRequest, FetchResponse};
 use isnad_tls::client::{ChannelSettings, Target};
 use prost::Message;
@@ -33,6 +33,10 @@ use crate::grpc_message::{self, Gathered, MessageError};
 
 /// The method's path.
 const FETCH_PATH: &str = "/isnad.v1.Provider/Fetch";
+/// The header that tells the provider the call's deadline.
+const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+/// The header, or trailer, of a reply's gRPC status.
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 /// Receive window of each stream: a reply of up to this size arrives without waiting for the
 /// gateway to acknowledge any of it.
 const STREAM_WINDOW: u32 = 1024 * 1024;
@@ -247,14 +251,20 @@ impl Upstream {
     ) -> Result<ResponseFuture, h2::Error> {
         let mut sender = sender.ready().await?;
         let millis = timeout.as_millis().clamp(1, 99_999_999);
-        let head = Request::builder()
-            .method(Method::POST)
-            .uri(self.uri.clone())
-            .header(header::CONTENT_TYPE, "application/grpc")
-            .header(header::TE, "trailers")
-            .header("grpc-timeout", format!("{millis}m"))
-            .body(())
-            .expect("a request from valid parts");
+        // Built in place: the builder would parse the header names and check every part.
+        let mut head = Request::new(());
+        *head.method_mut() = Method::POST;
+        *head.uri_mut() = self.uri.clone();
+        let headers = head.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        headers.insert(
+            GRPC_TIMEOUT,
+            HeaderValue::try_from(format!("{millis}m")).expect("digits and a unit"),
+        );
         let (response, mut stream) = sender.send_request(head, false)?;
         stream.send_data(body, true)?;
         Ok(response)
@@ -294,7 +304,7 @@ impl Upstream {
 /// The `grpc-status` of a header block.
 fn grpc_status(headers: &HeaderMap) -> Option<Code> {
     headers
-        .get("grpc-status")
+        .get(GRPC_STATUS)
         .map(|value| Code::from_bytes(value.as_bytes()))
 }
 
