@@ -113,7 +113,7 @@ fi
   echo
   "$BENCH" report "${RESULTS[@]}" --ratio isnad/nginx --ratio isnad/direct \
     --ratio unaudited/nginx --ratio unaudited/direct --ratio passthrough/nginx \
-    --ratio nginx/direct
+    --ratio passthrough/direct --ratio nginx/direct
   if [ ${#HALF_RESULTS[@]} -gt 0 ]; then
     echo
     echo "At half of nginx's maximum: $HALF_RATE requests/s, open loop."
