@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Instructions per request of one gateway scenario, counted by valgrind's callgrind: nearly the
-# count for the same binary and load whatever else the machine is doing, so an A/B of two
+# same count for the same binary and load whatever else the machine is doing, so an A/B of two
 # commits shows a difference of a few percent that bench/run.sh's throughput, on a shared
 # machine, cannot.
 #
