@@ -92,6 +92,16 @@ impl BenchMode {
             BenchMode::Unaudited => "unaudited",
         }
     }
+
+    /// What it leaves out, for the warning at start-up.
+    pub fn steps_off(self) -> &'static str {
+        match self {
+            BenchMode::PassThrough => {
+                "policy, consent, filtering, limits, audit record and signature"
+            }
+            BenchMode::Unaudited => "audit record and signature",
+        }
+    }
 }
 
 /// One agency's limits; what is left out comes from `limits.agency_*`.

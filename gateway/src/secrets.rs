@@ -74,15 +74,9 @@ pub(crate) fn write_private(path: &Path, content: &[u8]) -> anyhow::Result<()> {
 
 /// The key subjects' pseudonyms are made with: [`isnad_audit::pseudonym`], HMAC-SHA256(key,
 /// subject). The shared state and the audit log only ever hold pseudonyms, never the IDs
-/// requests name.
-#[derive(Clone)]
+/// requests name. Its `Debug` shows no key (the `Pseudonymizer`'s hides it).
+#[derive(Clone, Debug)]
 pub struct PseudonymKey(isnad_audit::Pseudonymizer);
-
-impl std::fmt::Debug for PseudonymKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("PseudonymKey(..)")
-    }
-}
 
 impl PseudonymKey {
     /// Reads the key file.

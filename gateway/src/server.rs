@@ -21,7 +21,7 @@ use tonic::{Code, Request, Response, Status};
 
 use crate::audit_service::AuditService;
 use crate::audit_trail::AuditTrail;
-use crate::config::{BenchMode, GatewayConfig};
+use crate::config::GatewayConfig;
 use crate::consent_keys::ConsentKeys;
 use crate::exchange::{ExchangeLayer, FAR_TOO_LARGE, NOT_A_REQUEST};
 use crate::pipeline::{AgencyLimits, HashKey, Pipeline};
@@ -247,11 +247,7 @@ impl Gateway {
                 mode = mode.as_str(),
                 "BENCHMARK MODE: steps of the pipeline are off ({}); a benchmark build, never \
                  for real data",
-                match mode {
-                    BenchMode::PassThrough =>
-                        "policy, consent, filtering, limits, audit record and signature",
-                    BenchMode::Unaudited => "audit record and signature",
-                }
+                mode.steps_off()
             );
         }
         let tls = LiveTls::load(config.tls.files())?;
