@@ -58,6 +58,11 @@ pub struct GatewayConfig {
     /// the catalogue says who provides what, this says where to reach them from this node).
     #[serde(default)]
     pub upstreams: BTreeMap<String, String>,
+    /// Threads that serve connections, each with its own event loop, its own share of the
+    /// client connections and its own connections to the providers; 0 (the default): one per
+    /// core. See `gateway/src/workers.rs`.
+    #[serde(default)]
+    pub workers: usize,
     /// Limits on what callers may ask.
     #[serde(default)]
     pub limits: Limits,
@@ -238,7 +243,8 @@ pub struct Limits {
     pub handshake_timeout_ms: u64,
     /// Concurrent HTTP/2 streams per client connection.
     pub max_concurrent_streams: u32,
-    /// HTTP/2 connections kept to each provider; requests are spread over them.
+    /// HTTP/2 connections kept to each provider; requests are spread over them. 0 (the
+    /// default): one per worker, each used by its own worker only.
     pub upstream_connections: usize,
     /// Largest reply accepted from a provider, in bytes; a larger one is refused
     /// (`provider_reply_too_large`) and nothing of it is released.
@@ -285,7 +291,7 @@ impl Default for Limits {
             max_deadline_ms: 30_000,
             handshake_timeout_ms: 5_000,
             max_concurrent_streams: 256,
-            upstream_connections: 2,
+            upstream_connections: 0,
             max_provider_reply_bytes: 4 * 1024 * 1024,
             circuit_failures: 5,
             circuit_open_ms: 5_000,

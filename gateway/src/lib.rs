@@ -3,6 +3,7 @@
 //!
 //! - [`pipeline`]: the steps of a `GetAttributes` request, one module each.
 //! - [`server`]: the gRPC server over mutual TLS (Exchange, health, reflection).
+//! - [`workers`]: the threads that serve connections, each with its own event loop.
 //! - [`exchange`]: `GetAttributes` taken from the server straight to the pipeline.
 //! - [`grpc_message`]: one length-prefixed gRPC message, framed and put together.
 //! - [`audit_trail`]: the node's audit log; [`audit_service`]: `isnad.v1.Audit` for auditors.
@@ -24,3 +25,4 @@ pub mod policy_store;
 pub mod provenance;
 pub mod secrets;
 pub mod server;
+pub mod workers;

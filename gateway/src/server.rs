@@ -28,6 +28,7 @@ use crate::pipeline::{AgencyLimits, HashKey, Pipeline};
 use crate::policy_store::{Capabilities, PolicyStore, UpstreamSettings};
 use crate::provenance::ProvenanceSigner;
 use crate::secrets::{PseudonymKey, read_hex_key};
+use crate::workers::Workers;
 use isnad_state::{ConsentState, SharedState};
 
 /// The `Exchange` service as tonic serves it: only the forms of `GetAttributes` that
@@ -231,6 +232,8 @@ pub struct Gateway {
     max_concurrent_streams: u32,
     max_header_list_bytes: u32,
     policy_poll: Option<Duration>,
+    /// Threads serving connections ([`crate::workers`]).
+    workers: usize,
 }
 
 impl Gateway {
@@ -304,7 +307,14 @@ impl Gateway {
                 UpstreamSettings {
                     overrides: config.upstreams.clone(),
                     tls: tls.clone(),
-                    limits: config.limits,
+                    limits: crate::config::Limits {
+                        // 0: one connection to each provider per worker.
+                        upstream_connections: match config.limits.upstream_connections {
+                            0 => crate::workers::count(config.workers),
+                            n => n,
+                        },
+                        ..config.limits
+                    },
                 },
             )
             .map_err(|error| anyhow::anyhow!("policy {}: {error}", config.policy.display()));
@@ -398,6 +408,7 @@ impl Gateway {
             max_header_list_bytes: config.limits.max_header_list_bytes,
             policy_poll: (config.policy_poll_ms > 0)
                 .then(|| Duration::from_millis(config.policy_poll_ms)),
+            workers: crate::workers::count(config.workers),
         })
     }
 
@@ -444,9 +455,14 @@ impl Gateway {
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(isnad_proto::v1::FILE_DESCRIPTOR_SET)
             .build_v1()?;
-        let incoming = isnad_tls::server::incoming(listener, tls, self.accept)?;
-        let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<()>();
-        let served = tonic::transport::Server::builder()
+        let workers = Workers::new(self.workers)?;
+        let incoming =
+            isnad_tls::server::incoming_spread(listener, tls, self.accept, workers.handles())?;
+        let mut incoming = incoming.into_iter();
+        // Each worker serves the connections handed to it, with its own server over the same
+        // services; the signal stops them all.
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut builder = tonic::transport::Server::builder()
             .layer(tower::util::MapResponseLayer::new(precise_codec_errors))
             // Requests in progress keep their connection from being closed as idle.
             .layer(isnad_tls::idle::TrackRequestsLayer)
@@ -462,34 +478,75 @@ impl Gateway {
             .http2_max_header_list_size(self.max_header_list_bytes.saturating_mul(4))
             .max_concurrent_streams(self.max_concurrent_streams)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)));
+        let router = builder
             .add_service(health)
             .add_service(reflection)
             .add_service(exchange)
             .add_service(admin)
-            .add_service(audit)
-            .serve_with_incoming_shutdown(incoming, async move {
-                shutdown.await;
-                let _ = stopping_tx.send(());
-            });
-        // After the signal, in-flight requests get DRAIN_TIMEOUT; a client that keeps an idle
-        // connection open does not hold the node up beyond it.
-        let drain = async move {
-            if stopping.await.is_ok() {
-                tokio::time::sleep(DRAIN_TIMEOUT).await;
-            } else {
-                std::future::pending::<()>().await;
+            .add_service(audit);
+        let done = workers.spawn(|worker| {
+            let router = router.clone();
+            let incoming = incoming
+                .next()
+                .expect("one stream of connections per worker");
+            let mut stopped = stopped.clone();
+            async move {
+                let mut signal = stopped.clone();
+                let served = router.serve_with_incoming_shutdown(incoming, async move {
+                    let _ = signal.wait_for(|stop| *stop).await;
+                });
+                // After the signal, in-flight requests get DRAIN_TIMEOUT; a client that keeps an
+                // idle connection open does not hold the node up beyond it.
+                let drain = async move {
+                    if stopped.wait_for(|stop| *stop).await.is_ok() {
+                        tokio::time::sleep(DRAIN_TIMEOUT).await;
+                    } else {
+                        std::future::pending::<()>().await;
+                    }
+                };
+                tokio::select! {
+                    served = served => served.map_err(anyhow::Error::from),
+                    () = drain => {
+                        tracing::warn!(
+                            worker,
+                            "connections still open {DRAIN_TIMEOUT:?} after the shutdown signal; \
+                             closing them"
+                        );
+                        Ok(())
+                    }
+                }
             }
-        };
-        let served = tokio::select! {
-            served = served => served,
-            () = drain => {
-                tracing::warn!(
-                    "connections still open {DRAIN_TIMEOUT:?} after the shutdown signal; closing them"
-                );
-                Ok(())
+        });
+        // The first worker to end, by the signal or by an error, ends them all.
+        let mut ends = tokio::task::JoinSet::new();
+        for end in done {
+            ends.spawn(end);
+        }
+        let mut served = Ok(());
+        let mut signalled = std::pin::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut signalled, if !*stop.borrow() => {
+                    let _ = stop.send(true);
+                }
+                end = ends.join_next() => match end {
+                    None => break,
+                    Some(end) => {
+                        let _ = stop.send(true);
+                        let end = match end {
+                            Ok(Ok(end)) => end,
+                            _ => Err(anyhow::anyhow!("a worker stopped unexpectedly")),
+                        };
+                        if served.is_ok() {
+                            served = end;
+                        }
+                    }
+                },
             }
-        };
+        }
+        // Connections still open after the drain are closed with their workers.
+        drop(workers);
         for task in reloads {
             task.abort();
         }

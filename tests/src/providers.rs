@@ -1,6 +1,6 @@
 //! Provider agencies that misbehave on purpose, served over the federation's real mTLS.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -27,7 +27,11 @@ pub enum Behaviour {
 struct Double {
     behaviour: Behaviour,
     callers: Callers,
+    connections: Connections,
 }
+
+/// The client address of every connection a request came on.
+type Connections = Arc<Mutex<BTreeSet<SocketAddr>>>;
 
 /// The SHA-256 of the client certificate of each request a double answered, in order.
 type Callers = Arc<Mutex<Vec<[u8; 32]>>>;
@@ -38,12 +42,14 @@ impl Provider for Double {
         &self,
         request: Request<FetchRequest>,
     ) -> Result<Response<FetchResponse>, Status> {
-        let caller = request
-            .extensions()
-            .get::<Arc<PeerInfo>>()
+        let peer = request.extensions().get::<Arc<PeerInfo>>();
+        let caller = peer
             .and_then(|peer| peer.cert_sha256)
             .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
         self.callers.lock().unwrap().push(caller);
+        if let Some(remote) = peer.and_then(|peer| peer.remote) {
+            self.connections.lock().unwrap().insert(remote);
+        }
         let request = request.into_inner();
         let text = |s: &str| Value {
             kind: Some(Kind::StringValue(s.to_owned())),
@@ -79,6 +85,7 @@ pub struct ProviderDouble {
     /// Where it listens.
     pub addr: SocketAddr,
     callers: Callers,
+    connections: Connections,
     _stop: oneshot::Sender<()>,
 }
 
@@ -110,9 +117,11 @@ impl ProviderDouble {
         let incoming = isnad_tls::server::incoming(listener, tls, limits).unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let callers = Callers::default();
+        let connections = Connections::default();
         let double = Double {
             behaviour,
             callers: callers.clone(),
+            connections: connections.clone(),
         };
         tokio::spawn(
             tonic::transport::Server::builder()
@@ -124,6 +133,7 @@ impl ProviderDouble {
         ProviderDouble {
             addr,
             callers,
+            connections,
             _stop: stop,
         }
     }
@@ -131,6 +141,11 @@ impl ProviderDouble {
     /// The SHA-256 of the client certificate of each request it answered, in order.
     pub fn callers(&self) -> Vec<[u8; 32]> {
         self.callers.lock().unwrap().clone()
+    }
+
+    /// The client address of every connection a request it answered came on.
+    pub fn connections(&self) -> BTreeSet<SocketAddr> {
+        self.connections.lock().unwrap().clone()
     }
 
     /// Its endpoint URL.

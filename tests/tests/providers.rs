@@ -317,3 +317,56 @@ async fn a_failing_provider_trips_its_circuit_and_a_trial_closes_it_when_it_is_b
         get(&mut client, ask()).await.expect("closed again");
     }
 }
+
+#[tokio::test]
+async fn each_worker_serves_on_its_own_thread_and_calls_the_provider_on_its_own_connection() {
+    let federation = Federation::start();
+    let provider = ProviderDouble::start(
+        &federation.material("identity-authority"),
+        Behaviour::Slow(Duration::ZERO),
+    )
+    .await;
+    let config = federation.gateway_config(
+        &isnad_tests::repo_root().join("deploy/local"),
+        &[("identity-authority", provider.endpoint())],
+        "",
+        "workers: 3\n",
+    );
+    let gateway = federation.start_gateway(&config);
+    let tasks = std::path::PathBuf::from(format!("/proc/{}/task", gateway.process.pid()));
+    let mut workers: Vec<String> = std::fs::read_dir(tasks)
+        .expect("the gateway's threads")
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| name.starts_with("isnad-worker-"))
+        .collect();
+    workers.sort();
+    assert_eq!(
+        workers,
+        ["isnad-worker-0", "isnad-worker-1", "isnad-worker-2"]
+    );
+    // Six client connections, two per worker, kept open; each asks twice.
+    let material = federation.material("housing-programme");
+    let mut clients: Vec<_> = (0..6)
+        .map(|_| client_with(gateway.addr, &material))
+        .collect();
+    for _ in 0..2 {
+        for client in &mut clients {
+            let response = get(
+                client,
+                request("identity.person", "housing-grant", &["full_name_en"]),
+            )
+            .await
+            .expect("released");
+            assert!(response.attributes.contains_key("full_name_en"));
+        }
+    }
+    // One connection to the provider per worker (upstream_connections' default), however the
+    // twelve requests fell.
+    assert_eq!(
+        provider.connections().len(),
+        3,
+        "{:?}",
+        provider.connections()
+    );
+}

@@ -211,6 +211,7 @@ pub(crate) async fn start(
             .iter()
             .map(|(agency, addr)| (agency.clone(), format!("https://{addr}")))
             .collect(),
+        workers: 0,
         limits: Limits::default(),
         agency_limits: Default::default(),
         bench_mode: None,

@@ -10,18 +10,25 @@
 //! revocation reaches connections made before it; a connection with no request in progress for
 //! the idle timeout fails its next read too ([`crate::idle`]).
 //!
+//! A server with several runtimes (the gateway's workers) gets one stream of connections per
+//! runtime from [`incoming_spread`]: each accepted connection is handed, socket and all, to the
+//! runtime with the fewest connections, and its handshake and every later read and write run
+//! there.
+//!
 //! Refused connections are logged at most once a second, with how many were refused since.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv6Addr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Handle;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
@@ -77,6 +84,8 @@ pub struct TlsConn {
     idle: Option<IdleTimer>,
     /// Its place under `max_connections`, given back when the connection is dropped.
     _place: Option<OwnedSemaphorePermit>,
+    /// It counted among its runtime's connections.
+    _open: OpenCount,
 }
 
 impl Connected for TlsConn {
@@ -156,8 +165,34 @@ pub fn incoming(
     tls: Arc<LiveTls>,
     limits: AcceptLimits,
 ) -> Result<ReceiverStream<Result<TlsConn, io::Error>>, TlsError> {
+    let mut streams = incoming_spread(listener, tls, limits, vec![Handle::current()])?;
+    Ok(streams.pop().expect("one stream per runtime"))
+}
+
+/// [`incoming`] for a server with several runtimes (the gateway's workers): each accepted
+/// connection goes to the runtime with the fewest connections open, where its handshake runs
+/// and its socket is registered, and it comes out of that runtime's stream (the stream at the
+/// same index as its handle). A connection stays on its runtime for its whole life. The accept
+/// loop itself runs on the runtime this is called on.
+pub fn incoming_spread(
+    listener: TcpListener,
+    tls: Arc<LiveTls>,
+    limits: AcceptLimits,
+    runtimes: Vec<Handle>,
+) -> Result<Vec<ReceiverStream<Result<TlsConn, io::Error>>>, TlsError> {
+    assert!(!runtimes.is_empty(), "connections need a runtime to go to");
     let acceptor = TlsAcceptor::from(Arc::new(crate::policy::server_config(&tls)?));
-    let (tx, rx) = mpsc::channel(limits.max_pending_handshakes.max(1));
+    let mut streams = Vec::with_capacity(runtimes.len());
+    let mut targets = Vec::with_capacity(runtimes.len());
+    for runtime in runtimes {
+        let (tx, rx) = mpsc::channel(limits.max_pending_handshakes.max(1));
+        streams.push(ReceiverStream::new(rx));
+        targets.push(Target {
+            runtime,
+            tx,
+            open: Arc::new(AtomicUsize::new(0)),
+        });
+    }
     let handshakes = Arc::new(Semaphore::new(limits.max_pending_handshakes.max(1)));
     let connections =
         (limits.max_connections > 0).then(|| Arc::new(Semaphore::new(limits.max_connections)));
@@ -178,9 +213,10 @@ pub fn incoming(
                     continue;
                 }
             };
-            if tx.is_closed() {
+            let Some(target) = least_loaded(&targets) else {
+                // Every server has stopped.
                 return;
-            }
+            };
             // Refusals close the socket at once (dropping it), before any TLS.
             let place = match &connections {
                 None => None,
@@ -211,12 +247,29 @@ pub fn incoming(
                 continue;
             };
             let _ = tcp.set_nodelay(true);
+            // The socket leaves this runtime's reactor for its target's, where every readiness
+            // event of the connection then arrives.
+            let tcp = match tcp.into_std() {
+                Ok(tcp) => tcp,
+                Err(error) => {
+                    tracing::debug!(%remote, %error, "cannot hand the connection over");
+                    continue;
+                }
+            };
             let acceptor = acceptor.clone();
             let tls = tls.clone();
-            let tx = tx.clone();
+            let tx = target.tx.clone();
+            let open = OpenCount::enter(&target.open);
             // A reload during the handshake makes the connection check its peer again.
             let checked = tls.generation();
-            tokio::spawn(async move {
+            target.runtime.spawn(async move {
+                let tcp = match TcpStream::from_std(tcp) {
+                    Ok(tcp) => tcp,
+                    Err(error) => {
+                        tracing::debug!(%remote, %error, "cannot register the connection");
+                        return;
+                    }
+                };
                 let handshake_done =
                     tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp));
                 let stream = match handshake_done.await {
@@ -241,12 +294,47 @@ pub fn incoming(
                         peer: Arc::new(peer),
                         idle: limits.idle_timeout.map(IdleTimer::new),
                         _place: place,
+                        _open: open,
                     }))
                     .await;
             });
         }
     });
-    Ok(ReceiverStream::new(rx))
+    Ok(streams)
+}
+
+/// A runtime connections are handed to, with the stream its server reads them from.
+struct Target {
+    runtime: Handle,
+    tx: mpsc::Sender<Result<TlsConn, io::Error>>,
+    /// Its connections handshaking or open.
+    open: Arc<AtomicUsize>,
+}
+
+/// The runtime whose server still runs with the fewest connections (the first of them on a
+/// tie), or `None` when every server has stopped.
+fn least_loaded(targets: &[Target]) -> Option<&Target> {
+    targets
+        .iter()
+        .filter(|target| !target.tx.is_closed())
+        .min_by_key(|target| target.open.load(Ordering::Relaxed))
+}
+
+/// One connection counted on its runtime, until dropped.
+#[derive(Debug)]
+struct OpenCount(Arc<AtomicUsize>);
+
+impl OpenCount {
+    fn enter(count: &Arc<AtomicUsize>) -> OpenCount {
+        count.fetch_add(1, Ordering::Relaxed);
+        OpenCount(count.clone())
+    }
+}
+
+impl Drop for OpenCount {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The address whose handshakes are counted together: an IPv4 address, or the /64 of an IPv6

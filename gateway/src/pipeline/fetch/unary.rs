@@ -79,6 +79,31 @@ impl std::fmt::Display for CallError {
     }
 }
 
+/// The connection slot a request takes. On a worker, one of the worker's own (slots `index`,
+/// `index + count`, ..., in turn), whose connection that worker made and serves, so the request
+/// stays on its thread; a worker with no slot of its own (fewer slots than workers) shares slot
+/// `index % slots`. Off the workers, every slot in turn. `turn` counts the pool's requests; it
+/// is asked only when there is a choice (a counter every worker updates costs a cache line
+/// moving between cores).
+fn slot_for(
+    worker: Option<crate::workers::Worker>,
+    slots: usize,
+    turn: impl FnOnce() -> usize,
+) -> usize {
+    match worker {
+        Some(worker) if worker.index < slots => {
+            let own = (slots - worker.index).div_ceil(worker.count);
+            if own == 1 {
+                worker.index
+            } else {
+                worker.index + worker.count * (turn() % own)
+            }
+        }
+        Some(worker) => worker.index % slots,
+        None => turn() % slots,
+    }
+}
+
 /// Connections to one provider and how to make them.
 #[derive(Debug)]
 pub(super) struct Upstream {
@@ -158,7 +183,10 @@ impl Upstream {
         request: &FetchRequest,
         timeout: Duration,
     ) -> Result<FetchResponse, CallError> {
-        let slot = &self.slots[self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()];
+        let slot =
+            &self.slots[slot_for(crate::workers::Worker::current(), self.slots.len(), || {
+                self.next.fetch_add(1, Ordering::Relaxed)
+            })];
         let body = grpc_message::encode(request);
         let mut retried = false;
         loop {
@@ -355,5 +383,34 @@ mod tests {
         assert_eq!(grpc_status(&headers), None);
         headers.insert("grpc-status", "5".parse().expect("value"));
         assert_eq!(grpc_status(&headers), Some(Code::NotFound));
+    }
+
+    #[test]
+    fn a_worker_takes_only_its_own_connections_when_it_has_any() {
+        use crate::workers::Worker;
+        let on = |index, count| Some(Worker { index, count });
+        let picks = |worker, slots| -> Vec<usize> {
+            let mut turn = 0;
+            (0..6)
+                .map(|_| {
+                    slot_for(worker, slots, || {
+                        turn += 1;
+                        turn - 1
+                    })
+                })
+                .collect()
+        };
+        // One per worker: each its own, and no shared counter touched.
+        assert_eq!(slot_for(on(1, 2), 2, || panic!("no choice to make")), 1);
+        assert_eq!(picks(on(0, 2), 2), [0; 6]);
+        // More than one each: its own in turn (worker 1 of 2 owns 1, 3 and 5 of 6).
+        assert_eq!(picks(on(1, 2), 6), [1, 3, 5, 1, 3, 5]);
+        // Uneven: worker 0 of 2 owns 0 and 2 of 3, worker 1 owns 1.
+        assert_eq!(picks(on(0, 2), 3), [0, 2, 0, 2, 0, 2]);
+        assert_eq!(picks(on(1, 2), 3), [1; 6]);
+        // Fewer slots than workers: shared.
+        assert_eq!(picks(on(3, 4), 2), [1; 6]);
+        // Off the workers: all in turn.
+        assert_eq!(picks(None, 3), [0, 1, 2, 0, 1, 2]);
     }
 }
