@@ -333,18 +333,6 @@ async fn each_worker_serves_on_its_own_thread_and_calls_the_provider_on_its_own_
         "workers: 3\n",
     );
     let gateway = federation.start_gateway(&config);
-    let tasks = std::path::PathBuf::from(format!("/proc/{}/task", gateway.process.pid()));
-    let mut workers: Vec<String> = std::fs::read_dir(tasks)
-        .expect("the gateway's threads")
-        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
-        .map(|name| name.trim().to_owned())
-        .filter(|name| name.starts_with("isnad-worker-"))
-        .collect();
-    workers.sort();
-    assert_eq!(
-        workers,
-        ["isnad-worker-0", "isnad-worker-1", "isnad-worker-2"]
-    );
     // Six client connections, two per worker, kept open; each asks twice.
     let material = federation.material("housing-programme");
     let mut clients: Vec<_> = (0..6)
@@ -361,6 +349,18 @@ async fn each_worker_serves_on_its_own_thread_and_calls_the_provider_on_its_own_
             assert!(response.attributes.contains_key("full_name_en"));
         }
     }
+    // Read once it has served: the workers start after the readiness line is logged.
+    let tasks = std::path::PathBuf::from(format!("/proc/{}/task", gateway.process.pid()));
+    let workers: std::collections::BTreeSet<String> = std::fs::read_dir(tasks)
+        .expect("the gateway's threads")
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| name.starts_with("isnad-worker-"))
+        .collect();
+    assert_eq!(
+        workers.iter().map(String::as_str).collect::<Vec<_>>(),
+        ["isnad-worker-0", "isnad-worker-1", "isnad-worker-2"]
+    );
     // One connection to the provider per worker (upstream_connections' default), however the
     // twelve requests fell.
     assert_eq!(
