@@ -239,6 +239,7 @@ pub struct Gateway {
 impl Gateway {
     /// Loads everything the configuration names; any error stops here, before serving.
     pub fn load(config: &GatewayConfig) -> anyhow::Result<Gateway> {
+        let workers = crate::workers::count(config.workers);
         if let Some(mode) = config.bench_mode {
             anyhow::ensure!(
                 cfg!(feature = "bench-modes"),
@@ -310,7 +311,7 @@ impl Gateway {
                     limits: crate::config::Limits {
                         // 0: one connection to each provider per worker.
                         upstream_connections: match config.limits.upstream_connections {
-                            0 => crate::workers::count(config.workers),
+                            0 => workers,
                             n => n,
                         },
                         ..config.limits
@@ -408,7 +409,7 @@ impl Gateway {
             max_header_list_bytes: config.limits.max_header_list_bytes,
             policy_poll: (config.policy_poll_ms > 0)
                 .then(|| Duration::from_millis(config.policy_poll_ms)),
-            workers: crate::workers::count(config.workers),
+            workers,
         })
     }
 
